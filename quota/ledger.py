@@ -1,0 +1,240 @@
+"""A student's hour ledger and the commands that change it.
+
+The ledger holds everything the quota depends on for one student: the declared periods
+(Dimona) and the quarterly wage reports (DmfA). Commands are applied one at a time, in
+the order the student's partition delivers them, and each yields a :class:`Decision`,
+the answer the employer receives. Nothing here knows about Kafka, databases or clocks:
+the reception instant is part of each command.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import StrEnum
+
+from quota.calendar import brussels_date, quarter_of
+
+#: Namespace for period ids derived from the declaring event, so that a replayed event
+#: yields the same period id.
+_PERIOD_NAMESPACE = uuid.UUID("7f0c1a52-3c1e-4d8e-9a55-2f3b7a1c0e01")
+
+STUDENT_WORKER_TYPE = "STU"
+
+
+class Status(StrEnum):
+    ACCEPTED = "A"
+    WARNING = "W"
+    REFUSED = "B"
+    WAITING_IDENTIFICATION = "S"
+
+
+class AnomalyCode(StrEnum):
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
+    LATE_DECLARATION = "LATE_DECLARATION"
+    DMFA_ALREADY_RECEIVED = "DMFA_ALREADY_RECEIVED"
+    DMFA_WITHOUT_DECLARATION = "DMFA_WITHOUT_DECLARATION"
+    NOT_A_STUDENT = "NOT_A_STUDENT"
+    ZERO_HOURS = "ZERO_HOURS"
+    END_BEFORE_START = "END_BEFORE_START"
+    CROSS_QUARTER = "CROSS_QUARTER"
+    START_DATE_CHANGE = "START_DATE_CHANGE"
+    UPDATE_AFTER_DMFA = "UPDATE_AFTER_DMFA"
+    LATE_NOT_UPDATABLE = "LATE_NOT_UPDATABLE"
+    UNKNOWN_PERIOD = "UNKNOWN_PERIOD"
+    PERIOD_CANCELLED = "PERIOD_CANCELLED"
+    INVALID_QUARTER = "INVALID_QUARTER"
+    NEGATIVE_AMOUNT = "NEGATIVE_AMOUNT"
+    INVALID_MESSAGE = "INVALID_MESSAGE"
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    code: AnomalyCode
+    text: str
+    hours: int | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer to one command."""
+
+    status: Status
+    anomalies: tuple[Anomaly, ...] = ()
+    period_id: str | None = None
+    reduced_hours: int = 0
+    ordinary_hours: int = 0
+    #: Calendar years whose balance the command may have changed.
+    years: frozenset[int] = frozenset()
+
+    @property
+    def refused(self) -> bool:
+        return self.status is Status.REFUSED
+
+
+def refusal(code: AnomalyCode, text: str, period_id: str | None = None) -> Decision:
+    return Decision(Status.REFUSED, (Anomaly(code, text),), period_id)
+
+
+@dataclass(frozen=True)
+class Tranche:
+    """Hours of a period reserved at one moment.
+
+    A period starts with one tranche; an update that raises its hours adds one at the
+    back of the queue, so the extra hours get reduced-rate room only where some is left
+    ("raising hours uses the quota only where there is room"), while the original hours
+    keep their place.
+    """
+
+    seq: int
+    hours: int
+
+
+@dataclass(frozen=True)
+class Period:
+    """A declared student period (one Dimona STU, at most one quarter)."""
+
+    period_id: str
+    employer: str
+    declarant: str
+    start: date
+    end: date
+    tranches: tuple[Tranche, ...]
+    received_at: datetime
+    late: bool
+    event_id: str
+    joint_commission: str | None = None
+    using_employer: str | None = None
+    cancelled: bool = False
+
+    @property
+    def planned_hours(self) -> int:
+        return sum(t.hours for t in self.tranches)
+
+    @property
+    def accepted_seq(self) -> int:
+        return self.tranches[0].seq
+
+    @property
+    def year(self) -> int:
+        return self.start.year
+
+    @property
+    def quarter(self) -> int:
+        return quarter_of(self.start)
+
+    @property
+    def in_force(self) -> bool:
+        return not self.cancelled
+
+
+@dataclass(frozen=True)
+class WageReport:
+    """A DmfA line: the hours actually worked for one employer in one quarter."""
+
+    employer: str
+    year: int
+    quarter: int
+    hours_worked: int
+    gross_wage_cents: int
+    received_at: datetime
+    event_id: str
+    #: Acceptance order, used when no declaration of the group gives one.
+    seq: int = 0
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True)
+class DeclarePeriod:
+    event_id: str
+    employer: str
+    declarant: str
+    start: date
+    end: date
+    planned_hours: int
+    received_at: datetime
+    worker_type: str = STUDENT_WORKER_TYPE
+    joint_commission: str | None = None
+    using_employer: str | None = None
+
+
+@dataclass(frozen=True)
+class UpdatePeriod:
+    event_id: str
+    employer: str
+    period_id: str
+    end: date
+    planned_hours: int
+    received_at: datetime
+    start: date | None = None
+
+
+@dataclass(frozen=True)
+class CancelPeriod:
+    event_id: str
+    employer: str
+    period_id: str
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class ReportWages:
+    event_id: str
+    employer: str
+    year: int
+    quarter: int
+    hours_worked: int
+    gross_wage_cents: int
+    received_at: datetime
+
+
+Command = DeclarePeriod | UpdatePeriod | CancelPeriod | ReportWages
+
+
+def period_id_for(event_id: str) -> str:
+    """The id of the period a declaring event creates (stable across replays)."""
+    return str(uuid.uuid5(_PERIOD_NAMESPACE, event_id))
+
+
+def is_late(start: date, received_at: datetime) -> bool:
+    """A declaration is late when it reached us after the first day of work."""
+    return brussels_date(received_at) > start
+
+
+# ------------------------------------------------------------------------------ ledger
+
+
+@dataclass
+class StudentLedger:
+    """Everything one student's quota depends on, plus what changed since loading."""
+
+    ssin: str
+    periods: dict[str, Period] = field(default_factory=dict)
+    wage_reports: dict[tuple[str, int, int], WageReport] = field(default_factory=dict)
+    next_seq: int = 1
+    changed_periods: set[str] = field(default_factory=set)
+    changed_reports: set[tuple[str, int, int]] = field(default_factory=set)
+
+    def take_seq(self) -> int:
+        seq = self.next_seq
+        self.next_seq += 1
+        return seq
+
+    def years(self) -> set[int]:
+        return {p.year for p in self.periods.values()} | {k[1] for k in self.wage_reports}
+
+    def put_period(self, period: Period) -> None:
+        self.periods[period.period_id] = period
+        self.changed_periods.add(period.period_id)
+
+    def put_report(self, report: WageReport) -> None:
+        key = (report.employer, report.year, report.quarter)
+        self.wage_reports[key] = report
+        self.changed_reports.add(key)
+
+    def mark_saved(self) -> None:
+        self.changed_periods.clear()
+        self.changed_reports.clear()
