@@ -104,11 +104,12 @@ class _Group:
 
     def rank(self) -> int:
         ranks = [p.accepted_seq for p in self.periods if p.in_force and not p.late]
+        if self.report is not None:
+            # A DmfA with no declaration of its own before it queues at its arrival; a
+            # declaration sent after it must not move it back in the queue.
+            ranks.append(self.report.seq)
         if ranks:
             return min(ranks)
-        if self.report is not None:
-            # A DmfA with no declaration of its own: it queues at its arrival.
-            return self.report.seq
         return min((p.accepted_seq for p in self.periods), default=0)
 
 

@@ -126,8 +126,11 @@ def _answer_for_hours(period: Period, before: Balance, after: Balance, added: in
         )
         anomaly = Anomaly(AnomalyCode.DMFA_ALREADY_RECEIVED, text)
         return Decision(Status.WARNING, (anomaly,), period.period_id, 0, 0, years)
-    # Only the hours this command added can newly exceed the quota.
-    exceeding = max(0, added - before.remaining) if added > 0 else 0
+    # Only the hours this command added can newly exceed the quota: the ordinary hours its
+    # period has now beyond those it had before (neutralised hours never exceed it).
+    previous = before.share_of(period.period_id)
+    already = previous.ordinary_hours if previous is not None and previous.counted else 0
+    exceeding = max(0, share.ordinary_hours - already) if added > 0 else 0
     if exceeding:
         text = (
             f"exceeding {exceeding} hours: {before.remaining} hours were left in the "

@@ -1,0 +1,255 @@
+"""Queries of the system of record, each set-based so a batch costs a few round trips.
+
+Every function takes a connection that the caller holds inside a transaction: the
+batch processor decides what is atomic, these functions only read and write rows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from quota.ledger import Period, StudentLedger, Tranche, WageReport
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+async def lock_students(conn: asyncpg.Connection, ssins: Iterable[str]) -> dict[str, int]:
+    """Create missing student rows, lock all of them, return their next acceptance rank.
+
+    Locking in SSIN order serialises two transactions that touch the same student (two
+    agents, or a partition handed over during a rebalance) without deadlocks.
+    """
+    ordered = sorted(set(ssins))
+    await conn.execute(
+        "INSERT INTO students (ssin) SELECT unnest($1::text[]) ORDER BY 1 ON CONFLICT DO NOTHING",
+        ordered,
+    )
+    rows = await conn.fetch(
+        "SELECT ssin, next_seq FROM students WHERE ssin = ANY($1::text[]) ORDER BY ssin FOR UPDATE",
+        ordered,
+    )
+    return {r["ssin"]: r["next_seq"] for r in rows}
+
+
+async def load_ledgers(conn: asyncpg.Connection, ssins: Iterable[str]) -> dict[str, StudentLedger]:
+    """The ledgers of the given students (locked with :func:`lock_students`)."""
+    next_seqs = await lock_students(conn, ssins)
+    ledgers = {ssin: StudentLedger(ssin, next_seq=seq) for ssin, seq in next_seqs.items()}
+    wanted = list(next_seqs)
+    for r in await conn.fetch("SELECT * FROM periods WHERE ssin = ANY($1::text[])", wanted):
+        ledgers[r["ssin"]].periods[r["period_id"]] = _period(r)
+    for r in await conn.fetch("SELECT * FROM wage_reports WHERE ssin = ANY($1::text[])", wanted):
+        report = WageReport(
+            employer=r["employer"],
+            year=r["year"],
+            quarter=r["quarter"],
+            hours_worked=r["hours_worked"],
+            gross_wage_cents=r["gross_wage_cents"],
+            received_at=r["received_at"],
+            event_id=r["event_id"],
+            seq=r["seq"],
+        )
+        ledgers[r["ssin"]].wage_reports[(report.employer, report.year, report.quarter)] = report
+    return ledgers
+
+
+async def ssins_with_data_in_year(conn: asyncpg.Connection, year: int) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT ssin FROM periods WHERE start_date >= make_date($1, 1, 1)"
+        " AND start_date < make_date($1 + 1, 1, 1)"
+        " UNION SELECT ssin FROM wage_reports WHERE year = $1 ORDER BY 1",
+        year,
+    )
+    return [r["ssin"] for r in rows]
+
+
+def _period(r: asyncpg.Record) -> Period:
+    return Period(
+        period_id=r["period_id"],
+        employer=r["employer"],
+        declarant=r["declarant"],
+        start=r["start_date"],
+        end=r["end_date"],
+        tranches=tuple(
+            Tranche(s, h) for s, h in zip(r["tranche_seqs"], r["tranche_hours"], strict=True)
+        ),
+        received_at=r["received_at"],
+        late=r["late"],
+        event_id=r["event_id"],
+        joint_commission=r["joint_commission"],
+        using_employer=r["using_employer"],
+        cancelled=r["cancelled"],
+    )
+
+
+async def save_ledgers(conn: asyncpg.Connection, ledgers: Iterable[StudentLedger]) -> None:
+    """Write what changed in the ledgers since they were loaded."""
+    students: list[tuple[str, int]] = []
+    periods: list[Period] = []
+    period_owner: list[str] = []
+    reports: list[tuple[str, WageReport]] = []
+    for ledger in ledgers:
+        if not ledger.changed_periods and not ledger.changed_reports:
+            continue
+        students.append((ledger.ssin, ledger.next_seq))
+        for pid in sorted(ledger.changed_periods):
+            periods.append(ledger.periods[pid])
+            period_owner.append(ledger.ssin)
+        reports.extend(
+            (ledger.ssin, ledger.wage_reports[k]) for k in sorted(ledger.changed_reports)
+        )
+        ledger.mark_saved()
+    if students:
+        await conn.execute(
+            "UPDATE students s SET next_seq = u.next_seq"
+            " FROM unnest($1::text[], $2::bigint[]) AS u(ssin, next_seq) WHERE s.ssin = u.ssin",
+            [s for s, _ in students],
+            [n for _, n in students],
+        )
+    if periods:
+        await conn.executemany(
+            """
+            INSERT INTO periods (period_id, ssin, employer, declarant, start_date, end_date,
+                tranche_seqs, tranche_hours, planned_hours, received_at, late, cancelled,
+                event_id, joint_commission, using_employer)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+            ON CONFLICT (period_id) DO UPDATE SET end_date = EXCLUDED.end_date,
+                tranche_seqs = EXCLUDED.tranche_seqs, tranche_hours = EXCLUDED.tranche_hours,
+                planned_hours = EXCLUDED.planned_hours, cancelled = EXCLUDED.cancelled
+            """,
+            [
+                (
+                    p.period_id,
+                    ssin,
+                    p.employer,
+                    p.declarant,
+                    p.start,
+                    p.end,
+                    [t.seq for t in p.tranches],
+                    [t.hours for t in p.tranches],
+                    p.planned_hours,
+                    p.received_at,
+                    p.late,
+                    p.cancelled,
+                    p.event_id,
+                    p.joint_commission,
+                    p.using_employer,
+                )
+                for p, ssin in zip(periods, period_owner, strict=True)
+            ],
+        )
+    if reports:
+        await conn.executemany(
+            """
+            INSERT INTO wage_reports (ssin, employer, year, quarter, hours_worked,
+                gross_wage_cents, received_at, event_id, seq)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            ON CONFLICT (ssin, employer, year, quarter) DO UPDATE SET
+                hours_worked = EXCLUDED.hours_worked, gross_wage_cents = EXCLUDED.gross_wage_cents,
+                received_at = EXCLUDED.received_at, event_id = EXCLUDED.event_id
+            """,
+            [
+                (
+                    ssin,
+                    r.employer,
+                    r.year,
+                    r.quarter,
+                    r.hours_worked,
+                    r.gross_wage_cents,
+                    r.received_at,
+                    r.event_id,
+                    r.seq,
+                )
+                for ssin, r in reports
+            ],
+        )
+
+
+async def already_applied(conn: asyncpg.Connection, event_ids: Sequence[str]) -> set[str]:
+    rows = await conn.fetch(
+        "SELECT event_id FROM applied_events WHERE event_id = ANY($1::text[])", list(event_ids)
+    )
+    return {r["event_id"] for r in rows}
+
+
+async def record_applied(conn: asyncpg.Connection, event_ids: Sequence[str]) -> None:
+    if event_ids:
+        await conn.execute(
+            "INSERT INTO applied_events (event_id) SELECT unnest($1::text[])", list(event_ids)
+        )
+
+
+async def quota_overrides(conn: asyncpg.Connection, *, exclusive: bool = False) -> dict[int, int]:
+    """The operators' quota changes, taking the quota lock (shared, or exclusive)."""
+    mode = "UPDATE" if exclusive else "SHARE"
+    await conn.execute(f"SELECT 1 FROM quota_lock FOR {mode}")
+    rows = await conn.fetch("SELECT year, hours FROM quota_years")
+    return {r["year"]: r["hours"] for r in rows}
+
+
+async def set_quota(conn: asyncpg.Connection, year: int, hours: int, event_id: str) -> None:
+    await conn.execute(
+        "INSERT INTO quota_years (year, hours, event_id) VALUES ($1, $2, $3)"
+        " ON CONFLICT (year) DO UPDATE SET hours = EXCLUDED.hours, event_id = EXCLUDED.event_id,"
+        " changed_at = now()",
+        year,
+        hours,
+        event_id,
+    )
+
+
+async def stored_balances(
+    conn: asyncpg.Connection, keys: Sequence[tuple[str, int]]
+) -> dict[tuple[str, int], tuple[int, dict[str, Any]]]:
+    """(version, document) of the stored balances for the given (ssin, year) keys."""
+    if not keys:
+        return {}
+    rows = await conn.fetch(
+        "SELECT b.ssin, b.year, b.version, b.document FROM balances b"
+        " JOIN unnest($1::text[], $2::int[]) AS k(ssin, year)"
+        " ON b.ssin = k.ssin AND b.year = k.year",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+    )
+    return {(r["ssin"], r["year"]): (r["version"], json.loads(r["document"])) for r in rows}
+
+
+async def save_balances(
+    conn: asyncpg.Connection,
+    rows: Sequence[tuple[str, int, int, int, int, int, dict[str, Any]]],
+) -> None:
+    """Upsert (ssin, year, quota, used, remaining, version, document) rows."""
+    if rows:
+        await conn.executemany(
+            """
+            INSERT INTO balances (ssin, year, quota, used, remaining, version, document)
+            VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)
+            ON CONFLICT (ssin, year) DO UPDATE SET quota = EXCLUDED.quota, used = EXCLUDED.used,
+                remaining = EXCLUDED.remaining, version = EXCLUDED.version,
+                document = EXCLUDED.document, updated_at = now()
+            """,
+            [(s, y, q, u, r, v, json.dumps(d)) for s, y, q, u, r, v, d in rows],
+        )
+
+
+async def enqueue(conn: asyncpg.Connection, messages: Sequence[OutboxMessage]) -> None:
+    """Add messages to the outbox, in order, in the caller's transaction."""
+    if messages:
+        await conn.execute(
+            "INSERT INTO outbox (topic, key, value)"
+            " SELECT t, k, v FROM unnest($1::text[], $2::bytea[], $3::bytea[])"
+            " WITH ORDINALITY AS m(t, k, v, n) ORDER BY n",
+            [m.topic for m in messages],
+            [m.key for m in messages],
+            [m.value for m in messages],
+        )

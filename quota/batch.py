@@ -1,0 +1,53 @@
+"""Applying a batch of commands to many students' ledgers.
+
+This is the whole of the worker's decision logic for one batch, with persistence left
+out: the caller loads the ledgers of the students in the batch and the event ids already
+applied, calls :func:`apply_batch`, and saves what it returns in one transaction. Because
+commands of one student are applied in order and replays are skipped by event id, the
+final ledgers do not depend on how a stream is cut into batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, MutableMapping, MutableSet
+from dataclasses import dataclass
+
+from quota.balance import Balance, compute_balance
+from quota.decisions import apply
+from quota.ledger import Command, Decision, StudentLedger
+from quota.rules import QuotaRules
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ssin: str
+    command: Command
+    decision: Decision
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    outcomes: list[Outcome]
+    #: Balances of every (student, year) a command of the batch may have changed.
+    balances: list[Balance]
+
+
+def apply_batch(
+    ledgers: MutableMapping[str, StudentLedger],
+    commands: Iterable[tuple[str, Command]],
+    applied: MutableSet[str],
+    rules: QuotaRules,
+) -> BatchResult:
+    """Apply ``commands`` (student, command) in order, skipping already applied events."""
+    outcomes: list[Outcome] = []
+    touched: set[tuple[str, int]] = set()
+    for ssin, command in commands:
+        if command.event_id in applied:
+            continue
+        applied.add(command.event_id)
+        ledger = ledgers.setdefault(ssin, StudentLedger(ssin))
+        decision = apply(ledger, command, rules)
+        outcomes.append(Outcome(ssin, command, decision))
+        touched.update((ssin, year) for year in decision.years)
+    balances = [compute_balance(ledgers[ssin], year, rules) for ssin, year in sorted(touched)]
+    return BatchResult(outcomes, balances)

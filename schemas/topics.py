@@ -1,0 +1,71 @@
+"""Every topic of the system, its contract and its configuration, in one place.
+
+Topics are created by the project (``studentwork topics``, and at worker start) rather
+than by whichever client touches them first, so partition counts, compaction and
+retention are never accidents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from schemas.answers import BalanceEvent, DeadLetter, DimonaAnswer, QuotaChange
+from schemas.declarations import DimonaDeclaration, DmfaDeclaration
+
+DIMONA = "dimona.declarations"
+DMFA = "dmfa.declarations"
+ACKS = "dimona.acks"
+BALANCES = "student.balances"
+REJECTED = "declarations.rejected"
+QUOTA_CHANGES = "quota.changes"
+
+_DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    contract: type[BaseModel]
+    key: str
+    description: str
+    #: Input topics get the configured timestamp type (lateness is judged on it).
+    is_input: bool = False
+    #: None: the configured partition count.
+    partitions: int | None = None
+    config: dict[str, str] = field(default_factory=dict)
+
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(
+        DIMONA, DimonaDeclaration, "worker SSIN", "Dimona STU in/update/cancel", is_input=True
+    ),
+    TopicSpec(DMFA, DmfaDeclaration, "worker SSIN", "DmfA hours worked per quarter", is_input=True),
+    TopicSpec(ACKS, DimonaAnswer, "employer id", "answers A/W/B to declarations"),
+    TopicSpec(
+        BALANCES,
+        BalanceEvent,
+        "SSIN:year",
+        "latest balance per student and year",
+        config={"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
+    ),
+    TopicSpec(REJECTED, DeadLetter, "original key", "dead letters with raw bytes and reason"),
+    TopicSpec(QUOTA_CHANGES, QuotaChange, "year", "quota of a year changed", partitions=1),
+)
+
+
+def topic_configs(
+    spec: TopicSpec,
+    *,
+    timestamp_type: str,
+    min_insync_replicas: int,
+    dead_letter_retention_days: int,
+) -> dict[str, str]:
+    """The broker configuration of one topic under the given settings."""
+    config = {"min.insync.replicas": str(min_insync_replicas), **spec.config}
+    if spec.is_input:
+        config["message.timestamp.type"] = timestamp_type
+    if spec.name == REJECTED:
+        config["retention.ms"] = str(dead_letter_retention_days * _DAY_MS)
+    return config

@@ -1,0 +1,210 @@
+"""``studentwork``: the one command line of the project."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from schemas.topics import QUOTA_CHANGES, TOPICS
+from streams.settings import Settings
+
+cli = typer.Typer(
+    name="studentwork",
+    help="Student@work hour-quota pipeline: Dimona and DmfA on Kafka, ledgers in PostgreSQL.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+quota_cli = typer.Typer(help="Show or change the quota per year.", no_args_is_help=True)
+schema_cli = typer.Typer(help="Message contracts as JSON Schema.", no_args_is_help=True)
+cli.add_typer(quota_cli, name="quota")
+cli.add_typer(schema_cli, name="schema")
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+async def prepare(settings: Settings) -> None:
+    """Migrate the database and create the topics: what every worker does first."""
+    from db.migrate import migrate
+    from streams.admin import ensure_topics
+
+    applied = await migrate(settings.database_url)
+    if applied:
+        logging.getLogger(__name__).info("applied migrations %s", ", ".join(applied))
+    await ensure_topics(settings)
+
+
+@cli.command()
+def worker() -> None:
+    """Run the stream worker (agents, and the outbox relay unless disabled)."""
+    from streams.app import create_app, run_worker
+
+    settings = _settings()
+    _logging(settings)
+    asyncio.run(prepare(settings))
+    # asyncio.run leaves no current loop behind; faust wants one.
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    app, _state = create_app(settings)
+    run_worker(app, settings)
+
+
+@cli.command()
+def relay() -> None:
+    """Run the outbox relay alone (when workers run with STUDENTWORK_RELAY_IN_WORKER=false)."""
+    from producers.relay import OutboxRelay
+
+    settings = _settings()
+    _logging(settings)
+
+    async def main() -> None:
+        relay = OutboxRelay(settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, relay.stop)
+        await relay.run()
+
+    asyncio.run(main())
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply pending database migrations."""
+    from db.migrate import migrate as run_migrations
+
+    applied = asyncio.run(run_migrations(_settings().database_url))
+    typer.echo(f"applied: {', '.join(applied)}" if applied else "database is up to date")
+
+
+@cli.command()
+def topics() -> None:
+    """Create the project's topics with their configuration (existing ones are kept)."""
+    from streams.admin import ensure_topics
+
+    created = asyncio.run(ensure_topics(_settings()))
+    typer.echo(f"created: {', '.join(created)}" if created else "all topics exist")
+
+
+@quota_cli.command("show")
+def quota_show(
+    year: Annotated[int | None, typer.Argument(help="Only this year.")] = None,
+) -> None:
+    """Print the quota per year: configuration, with operators' changes from the database."""
+    settings = _settings()
+    overrides: dict[int, int] = {}
+    try:
+        overrides = asyncio.run(_quota_overrides(settings))
+    except OSError as error:
+        typer.echo(f"(database not reachable, showing configuration only: {error})", err=True)
+    table = {**settings.quota_rules.quota_hours, **overrides}
+    for y in sorted(table):
+        if year is None or y == year:
+            source = "changed" if y in overrides else "configured"
+            typer.echo(f"{y}  {table[y]:>5} hours  ({source})")
+
+
+async def _quota_overrides(settings: Settings) -> dict[int, int]:
+    import asyncpg
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        rows = await conn.fetch("SELECT year, hours FROM quota_years")
+        return {r["year"]: r["hours"] for r in rows}
+    finally:
+        await conn.close()
+
+
+@quota_cli.command("set")
+def quota_set(
+    year: Annotated[int, typer.Argument(help="Calendar year.", min=2000, max=2100)],
+    hours: Annotated[int, typer.Argument(help="Quota in hours.", min=0, max=10_000)],
+    by: Annotated[str, typer.Option(help="Who asks (kept with the change).")] = "operator",
+) -> None:
+    """Change a year's quota: every balance of that year is recomputed and re-published."""
+    from aiokafka import AIOKafkaProducer
+
+    from schemas.answers import QuotaChange
+
+    settings = _settings()
+    change = QuotaChange(
+        event_id=str(uuid.uuid4()),
+        year=year,
+        hours=hours,
+        requested_at=datetime.now(UTC),
+        requested_by=by,
+    )
+
+    async def publish() -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=True
+        )
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                settings.topic(QUOTA_CHANGES), change.to_json_bytes(), key=str(year).encode()
+            )
+        finally:
+            await producer.stop()
+
+    asyncio.run(publish())
+    typer.echo(f"published: quota {year} = {hours} hours (event {change.event_id})")
+
+
+@schema_cli.command("export")
+def schema_export(
+    out: Annotated[
+        Path | None, typer.Option(help="Write one <topic>.schema.json per topic here.")
+    ] = None,
+) -> None:
+    """Export the JSON Schema of every topic's contract (stdout, or files with --out)."""
+    schemas = {
+        spec.name: {
+            **spec.contract.model_json_schema(by_alias=True),
+            "x-topic": spec.name,
+            "x-key": spec.key,
+            "description": spec.description,
+        }
+        for spec in TOPICS
+    }
+    if out is None:
+        json.dump(schemas, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for name, schema in schemas.items():
+        (out / f"{name}.schema.json").write_text(json.dumps(schema, indent=2) + "\n")
+    typer.echo(f"wrote {len(schemas)} schemas to {out}")
+
+
+@cli.command()
+def services() -> None:
+    """Start local Kafka and PostgreSQL, print how to reach them, wait for Ctrl-C."""
+    from infra import local_services
+
+    with local_services() as running:
+        typer.echo(f"export KAFKA_BOOTSTRAP={running.kafka_bootstrap}")
+        typer.echo(f"export DATABASE_URL={running.database_url}")
+        typer.echo("# running; Ctrl-C stops both", err=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,233 @@
+"""Translation between the wire contracts and the domain core."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from quota import (
+    AnomalyCode,
+    Balance,
+    CancelPeriod,
+    Command,
+    Decision,
+    DeclarePeriod,
+    ReportWages,
+    UpdatePeriod,
+)
+from schemas.answers import (
+    AnswerAction,
+    AnswerAnomaly,
+    BalanceEvent,
+    BalanceTermOut,
+    DeadLetter,
+    DimonaAnswer,
+)
+from schemas.declarations import DimonaDeclaration, DmfaDeclaration
+from schemas.identifiers import normalize_enterprise_number
+
+#: DmfA and Dimona event ids live in separate namespaces: a payroll system reusing an id
+#: across the two must not see the second message skipped as a replay.
+DMFA_EVENT_PREFIX = "dmfa:"
+
+
+def dimona_command(msg: DimonaDeclaration, received_at: datetime) -> Command:
+    employer = msg.employer.employer_id
+    if msg.dimona_in is not None:
+        body = msg.dimona_in
+        using = body.using_employer.enterprise_number if body.using_employer else None
+        return DeclarePeriod(
+            event_id=msg.event_id,
+            employer=employer,
+            declarant=msg.declarant_id,
+            start=body.starting_date,
+            end=body.ending_date,
+            planned_hours=body.planned_hours_number,
+            received_at=received_at,
+            worker_type=body.dimona_features.worker_type,
+            joint_commission=body.dimona_features.joint_commission_number,
+            using_employer=using,
+        )
+    if msg.dimona_update is not None:
+        update = msg.dimona_update
+        return UpdatePeriod(
+            event_id=msg.event_id,
+            employer=employer,
+            period_id=update.period_id,
+            end=update.ending_date,
+            planned_hours=update.planned_hours_number,
+            received_at=received_at,
+            start=update.starting_date,
+        )
+    assert msg.dimona_cancel is not None
+    return CancelPeriod(msg.event_id, employer, msg.dimona_cancel.period_id, received_at)
+
+
+def dmfa_command(msg: DmfaDeclaration, received_at: datetime) -> ReportWages:
+    return ReportWages(
+        event_id=DMFA_EVENT_PREFIX + msg.event_id,
+        employer=msg.employer.employer_id,
+        year=msg.year,
+        quarter=msg.quarter,
+        hours_worked=msg.hours_worked,
+        gross_wage_cents=msg.gross_wage_cents,
+        received_at=received_at,
+    )
+
+
+def source_event_id(command: Command) -> str:
+    return command.event_id.removeprefix(DMFA_EVENT_PREFIX)
+
+
+def action_of(command: Command) -> AnswerAction:
+    if isinstance(command, DeclarePeriod):
+        return "in"
+    if isinstance(command, UpdatePeriod):
+        return "update"
+    if isinstance(command, CancelPeriod):
+        return "cancel"
+    return "dmfa"
+
+
+def answer_for(command: Command, ssin: str, decision: Decision, now: datetime) -> DimonaAnswer:
+    in_reply_to = source_event_id(command)
+    return DimonaAnswer(
+        event_id=f"ack:{action_of(command)}:{in_reply_to}",
+        in_reply_to=in_reply_to,
+        action=action_of(command),
+        status=decision.status.value,
+        employer=command.employer,
+        ssin=ssin,
+        period_id=decision.period_id,
+        anomalies=[
+            AnswerAnomaly(code=a.code.value, text=a.text, hours=a.hours) for a in decision.anomalies
+        ],
+        reduced_hours=decision.reduced_hours,
+        ordinary_hours=decision.ordinary_hours,
+        answered_at=now,
+    )
+
+
+def balance_document(balance: Balance) -> dict[str, Any]:
+    """The balance as stored and published, without the volatile event fields."""
+    terms = [
+        BalanceTermOut(
+            employer=t.employer,
+            quarter=t.quarter,
+            source=t.source.value,
+            hours=t.hours,
+            planned_hours=t.planned_hours,
+            late_hours=t.late_hours,
+            dmfa_hours=t.dmfa_hours,
+            gross_wage_cents=t.gross_wage_cents,
+            neutralised_hours=t.neutralised_hours,
+            reduced_hours=t.reduced_hours,
+            ordinary_hours=t.ordinary_hours,
+            period_ids=[p.period_id for p in t.periods],
+        ).model_dump(mode="json", by_alias=True)
+        for t in balance.terms
+    ]
+    return {
+        "ssin": balance.ssin,
+        "year": balance.year,
+        "quota": balance.quota,
+        "used": balance.used,
+        "remaining": balance.remaining,
+        "reducedHours": balance.reduced_hours,
+        "ordinaryHours": balance.ordinary_hours,
+        "neutralisedHours": balance.neutralised_hours,
+        "lateHours": balance.late_hours,
+        "terms": terms,
+    }
+
+
+def balance_event(document: dict[str, Any], version: int, now: datetime) -> BalanceEvent:
+    return BalanceEvent.model_validate(
+        {
+            **document,
+            "eventId": f"balance:{document['ssin']}:{document['year']}:{version}",
+            "computedAt": now,
+        }
+    )
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One readable line per problem, naming the JSON path of each field."""
+    parts = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(p) for p in item["loc"]) or "message"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def guess_employer(raw: bytes | None) -> str | None:
+    """The employer of an invalid message, when one can be identified, to answer it."""
+    try:
+        data = json.loads(raw or b"")
+        employer = data.get("employer") or {}
+        if employer.get("enterpriseNumber"):
+            return normalize_enterprise_number(str(employer["enterpriseNumber"]))
+        if employer.get("nssoRegistrationNumber"):
+            digits = "".join(c for c in str(employer["nssoRegistrationNumber"]) if c.isdigit())
+            return f"NSSO{digits}" if digits else None
+    except (ValueError, AttributeError, TypeError):
+        return None
+    return None
+
+
+def guess_event_id(raw: bytes | None) -> str | None:
+    try:
+        data = json.loads(raw or b"")
+        value = data.get("eventId")
+        return str(value) if value else None
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
+def refusal_answer(
+    reply_to: str, employer: str, reason: str, action: AnswerAction, now: datetime
+) -> DimonaAnswer:
+    return DimonaAnswer(
+        event_id=f"ack:{action}:{reply_to}",
+        in_reply_to=reply_to,
+        action=action,
+        status="B",
+        employer=employer,
+        anomalies=[AnswerAnomaly(code=AnomalyCode.INVALID_MESSAGE.value, text=reason)],
+        answered_at=now,
+    )
+
+
+def dead_letter(
+    *,
+    event_id: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp: datetime | None,
+    key: bytes | None,
+    raw: bytes | None,
+    reason: str,
+    now: datetime,
+) -> DeadLetter:
+    return DeadLetter(
+        event_id=event_id,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        timestamp=timestamp,
+        key_base64=base64.b64encode(key).decode() if key is not None else None,
+        raw_base64=base64.b64encode(raw or b"").decode(),
+        reason=reason,
+        rejected_at=now,
+    )
+
+
+def utc_from_millis(ms: int | float | None) -> datetime | None:
+    if ms is None or ms < 0:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC)

@@ -1,0 +1,287 @@
+"""The worker's unit of work: one batch of records applied in one transaction.
+
+Kept apart from faust so that it can be driven by any consumer (the faust agents, a
+replay tool, a test) and reasoned about alone. A batch either commits whole (ledger
+rows, balances, applied event ids and every outgoing message in the outbox) or not at
+all; offsets are committed after it, so a crash at any point leads to a redelivery that
+the applied event ids turn into a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import asyncpg
+from pydantic import ValidationError
+
+from db import store
+from db.store import OutboxMessage
+from quota import Command, Outcome, QuotaRules, StudentLedger, apply_batch, compute_balance
+from quota.balance import Balance
+from schemas.answers import AnswerAction, QuotaChange
+from schemas.declarations import DimonaDeclaration, DmfaDeclaration
+from schemas.topics import ACKS, BALANCES, DIMONA, DMFA, REJECTED
+from streams.messages import (
+    answer_for,
+    balance_document,
+    balance_event,
+    dead_letter,
+    describe_validation_error,
+    dimona_command,
+    dmfa_command,
+    guess_employer,
+    guess_event_id,
+    refusal_answer,
+    utc_from_millis,
+)
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """A consumed record, as the broker delivered it."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class _Rejection:
+    record: RawRecord
+    reason: str
+
+    @property
+    def dedupe_id(self) -> str:
+        r = self.record
+        return f"rejected:{r.topic}:{r.partition}:{r.offset}"
+
+
+@dataclass
+class BatchReport:
+    applied: int = 0
+    replayed: int = 0
+    rejected: int = 0
+    balances_changed: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+
+
+class BatchProcessor:
+    """Applies batches of input records to the system of record."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, clock: Clock = utc_now) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._clock = clock
+
+    def parse(self, record: RawRecord) -> Command | _Rejection:
+        """The domain command a record carries, or why it carries none."""
+        received_at = utc_from_millis(record.timestamp_ms) or self._clock()
+        try:
+            if record.value is None:
+                return _Rejection(record, "empty message (no value)")
+            if record.topic == DIMONA:
+                dimona = DimonaDeclaration.model_validate_json(record.value)
+                ssin, command = dimona.worker.ssin, dimona_command(dimona, received_at)
+            elif record.topic == DMFA:
+                dmfa = DmfaDeclaration.model_validate_json(record.value)
+                ssin, command = dmfa.worker.ssin, dmfa_command(dmfa, received_at)
+            else:
+                return _Rejection(record, f"no processing is defined for topic {record.topic}")
+        except ValidationError as error:
+            return _Rejection(record, describe_validation_error(error))
+        key = "".join(c for c in (record.key or b"").decode(errors="replace") if c.isdigit())
+        if key != ssin:
+            return _Rejection(
+                record,
+                f"the message key must be the worker's SSIN {ssin} (got {record.key!r}): "
+                "the key decides the partition that keeps a student's events in order",
+            )
+        return command
+
+    async def process(self, records: Sequence[RawRecord]) -> BatchReport:
+        parsed = [(record, self.parse(record)) for record in records]
+        commands: list[tuple[str, Command]] = []
+        for record, item in parsed:
+            if not isinstance(item, _Rejection):
+                commands.append((self._ssin_of(record), item))
+        async with self._pool.acquire() as conn, conn.transaction():
+            rules = self._settings.quota_rules.with_overrides(await store.quota_overrides(conn))
+            ids = [c.event_id for _, c in commands]
+            ids += [item.dedupe_id for _, item in parsed if isinstance(item, _Rejection)]
+            done = await store.already_applied(conn, ids)
+            fresh_students = {ssin for ssin, c in commands if c.event_id not in done}
+            ledgers = await store.load_ledgers(conn, fresh_students)
+            applied = set(done)
+            result = apply_batch(ledgers, commands, applied, rules)
+            return await self._save(conn, parsed, result.outcomes, result.balances, done, ledgers)
+
+    @staticmethod
+    def _ssin_of(record: RawRecord) -> str:
+        # Parsing succeeded, so the key equals the normalised SSIN.
+        return "".join(c for c in (record.key or b"").decode() if c.isdigit())
+
+    async def _save(
+        self,
+        conn: asyncpg.Connection,
+        parsed: Sequence[tuple[RawRecord, Command | _Rejection]],
+        outcomes: Sequence[Outcome],
+        balances: Sequence[Balance],
+        done: set[str],
+        ledgers: dict[str, StudentLedger],
+    ) -> BatchReport:
+        now = self._clock()
+        report = BatchReport()
+        by_event = {o.command.event_id: o for o in outcomes}
+        messages: list[OutboxMessage] = []
+        new_ids: list[str] = []
+        for _record, item in parsed:
+            if isinstance(item, _Rejection):
+                if item.dedupe_id in done:
+                    report.replayed += 1
+                    continue
+                new_ids.append(item.dedupe_id)
+                report.rejected += 1
+                messages.extend(self._rejection_messages(item, now))
+                report.statuses["B"] = report.statuses.get("B", 0) + 1
+                continue
+            outcome = by_event.pop(item.event_id, None)
+            if outcome is None:
+                report.replayed += 1
+                continue
+            new_ids.append(item.event_id)
+            report.applied += 1
+            answer = answer_for(outcome.command, outcome.ssin, outcome.decision, now)
+            report.statuses[answer.status] = report.statuses.get(answer.status, 0) + 1
+            messages.append(
+                OutboxMessage(
+                    ACKS,
+                    answer.employer.encode() if answer.employer else None,
+                    answer.to_json_bytes(),
+                )
+            )
+        balance_messages = await self._changed_balances(conn, balances, now)
+        report.balances_changed = len(balance_messages)
+        await store.save_ledgers(conn, ledgers.values())
+        await store.record_applied(conn, new_ids)
+        await store.enqueue(conn, messages + balance_messages)
+        return report
+
+    def _rejection_messages(self, rejection: _Rejection, now: datetime) -> list[OutboxMessage]:
+        record = rejection.record
+        messages = []
+        employer = guess_employer(record.value)
+        reply_to = guess_event_id(record.value) or rejection.dedupe_id
+        if employer is not None:
+            action: AnswerAction = "dmfa" if record.topic == DMFA else "unknown"
+            answer = refusal_answer(reply_to, employer, rejection.reason, action, now)
+            messages.append(OutboxMessage(ACKS, employer.encode(), answer.to_json_bytes()))
+        letter = dead_letter(
+            event_id=rejection.dedupe_id,
+            topic=self._settings.topic(record.topic),
+            partition=record.partition,
+            offset=record.offset,
+            timestamp=utc_from_millis(record.timestamp_ms),
+            key=record.key,
+            raw=record.value,
+            reason=rejection.reason,
+            now=now,
+        )
+        messages.append(OutboxMessage(REJECTED, record.key, letter.to_json_bytes()))
+        log.warning(
+            "rejected %s[%d]@%d: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            rejection.reason,
+        )
+        return messages
+
+    async def _changed_balances(
+        self, conn: asyncpg.Connection, balances: Sequence[Balance], now: datetime
+    ) -> list[OutboxMessage]:
+        """Store the balances that changed and return their events."""
+        stored = await store.stored_balances(conn, [(b.ssin, b.year) for b in balances])
+        rows = []
+        messages = []
+        for balance in balances:
+            document = balance_document(balance)
+            version, previous = stored.get((balance.ssin, balance.year), (0, None))
+            if previous == document:
+                continue
+            version += 1
+            rows.append(
+                (
+                    balance.ssin,
+                    balance.year,
+                    balance.quota,
+                    balance.used,
+                    balance.remaining,
+                    version,
+                    document,
+                )
+            )
+            event = balance_event(document, version, now)
+            key = f"{balance.ssin}:{balance.year}".encode()
+            messages.append(OutboxMessage(BALANCES, key, event.to_json_bytes()))
+        await store.save_balances(conn, rows)
+        return messages
+
+    async def process_quota_change(self, record: RawRecord) -> int:
+        """Apply one record of ``quota.changes``; an invalid one becomes a dead letter."""
+        try:
+            change = QuotaChange.model_validate_json(record.value or b"")
+        except ValidationError as error:
+            rejection = _Rejection(record, describe_validation_error(error))
+            async with self._pool.acquire() as conn, conn.transaction():
+                if not await store.already_applied(conn, [rejection.dedupe_id]):
+                    await store.record_applied(conn, [rejection.dedupe_id])
+                    await store.enqueue(conn, self._rejection_messages(rejection, self._clock()))
+            return 0
+        return await self.change_quota(change)
+
+    async def change_quota(self, change: QuotaChange, *, chunk: int = 2000) -> int:
+        """Apply a quota change and recompute every balance of its year.
+
+        Holds the quota lock exclusively for the whole recomputation, so no batch can
+        decide with the old quota meanwhile. Returns the number of balances that changed.
+        """
+        event_id = f"quota:{change.event_id}"
+        changed = 0
+        async with self._pool.acquire() as conn, conn.transaction():
+            overrides = await store.quota_overrides(conn, exclusive=True)
+            if await store.already_applied(conn, [event_id]):
+                return 0
+            await store.set_quota(conn, change.year, change.hours, change.event_id)
+            await store.record_applied(conn, [event_id])
+            rules: QuotaRules = self._settings.quota_rules.with_overrides(
+                {**overrides, change.year: change.hours}
+            )
+            ssins = await store.ssins_with_data_in_year(conn, change.year)
+            now = self._clock()
+            for start in range(0, len(ssins), chunk):
+                ledgers = await store.load_ledgers(conn, ssins[start : start + chunk])
+                balances = [
+                    compute_balance(ledger, change.year, rules) for ledger in ledgers.values()
+                ]
+                messages = await self._changed_balances(conn, balances, now)
+                await store.enqueue(conn, messages)
+                changed += len(messages)
+        log.info(
+            "quota %d set to %d hours: %d balances changed", change.year, change.hours, changed
+        )
+        return changed

@@ -1,0 +1,63 @@
+"""All configuration, as one typed settings class read from the environment.
+
+Every field has an environment name ``STUDENTWORK_<FIELD>``, except the two that point
+at existing services and follow the usual conventions: ``KAFKA_BOOTSTRAP`` and
+``DATABASE_URL``.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from quota.rules import DEFAULT_QUOTA_HOURS, QuotaRules
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STUDENTWORK_", extra="ignore", frozen=True)
+
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:9092",
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "STUDENTWORK_KAFKA_BOOTSTRAP"),
+        description="Kafka bootstrap servers, host:port[,host:port].",
+    )
+    database_url: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432/studentwork",
+        validation_alias=AliasChoices("DATABASE_URL", "STUDENTWORK_DATABASE_URL"),
+        description="PostgreSQL DSN of the system of record.",
+    )
+    app_id: str = Field("studentwork", description="Faust app id and consumer group.")
+    topic_prefix: str = Field("", description="Prefix for every topic name (isolation).")
+    partitions: int = Field(8, ge=1, description="Partitions of the keyed topics.")
+    replication_factor: int = Field(1, ge=1, description="1 locally, 3 in production.")
+    min_insync_replicas: int = Field(1, ge=1)
+    input_timestamp_type: Literal["LogAppendTime", "CreateTime"] = Field(
+        "LogAppendTime",
+        description=(
+            "Timestamp type of the input topics. The broker's LogAppendTime in production "
+            "(nobody can backdate a declaration); CreateTime for replays and the simulator."
+        ),
+    )
+    dead_letter_retention_days: int = Field(90, ge=1)
+    batch_size: int = Field(1000, ge=1, description="Most events applied in one transaction.")
+    batch_within: float = Field(0.2, gt=0, description="Seconds to wait to fill a batch.")
+    quota_hours: dict[int, int] = Field(
+        default_factory=lambda: dict(DEFAULT_QUOTA_HOURS),
+        description='Quota per year, JSON, e.g. {"2025": 650}; merged over the defaults.',
+    )
+    relay_in_worker: bool = Field(True, description="Run the outbox relay inside the worker.")
+    relay_batch: int = Field(2000, ge=1)
+    relay_poll_seconds: float = Field(1.0, gt=0, description="Fallback when NOTIFY is missed.")
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    log_level: str = "info"
+
+    @cached_property
+    def quota_rules(self) -> QuotaRules:
+        return QuotaRules({**DEFAULT_QUOTA_HOURS, **self.quota_hours})
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
