@@ -154,11 +154,10 @@ def _parse_ssin(s: str, today: date | None) -> _SsinParts:
             )
         birth_day = day or None
 
-    sex: Literal["M", "F"] | None
+    sex: Literal["M", "F"] | None = "M" if serial % 2 else "F"
     if bis and raw_month < _BIS_SEX_KNOWN_OFFSET:
+        # The serial's parity carries no meaning when the sex was unknown at issue.
         sex = None
-    else:
-        sex = "M" if serial % 2 else "F"
 
     return _SsinParts(
         digits=digits,

@@ -1,0 +1,260 @@
+"""DmfA (quarterly wage declaration): actual hours replace the planned ones per group."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from quota import (
+    AnomalyCode,
+    Decision,
+    PeriodShare,
+    QuotaRules,
+    ReportWages,
+    Status,
+    TermSource,
+    WageReport,
+    period_id_for,
+)
+from tests.quota.builders import (
+    EMPLOYER_A,
+    EMPLOYER_B,
+    RULES_475,
+    Student,
+    brussels,
+    cancel,
+    declare,
+    dmfa,
+    utc,
+)
+
+JULY_1, JULY_31 = date(2026, 7, 1), date(2026, 7, 31)
+
+
+def _july_30(student: Student) -> None:
+    student.do(declare("a", EMPLOYER_A, JULY_1, JULY_31, 30))
+
+
+def test_dmfa_hours_replace_the_planned_hours() -> None:
+    student = Student()
+    _july_30(student)
+    decision = student.do(dmfa("w", EMPLOYER_A, 2026, 3, 26, wage_cents=41_600))
+    assert decision == Decision(Status.ACCEPTED, (), None, 0, 0, frozenset({2026}))
+
+    balance = student.balance(2026)
+    assert (balance.used, balance.remaining) == (26, 624)
+    (term,) = balance.terms
+    assert (term.employer, term.quarter, term.source) == (EMPLOYER_A, 3, TermSource.DMFA)
+    assert (term.hours, term.planned_hours, term.dmfa_hours, term.gross_wage_cents) == (
+        26,
+        30,
+        26,
+        41_600,
+    )
+    assert (term.reduced_hours, term.ordinary_hours) == (26, 0)
+    # The planned hours of the period are superseded, not counted.
+    assert balance.share_of(period_id_for("a")) == PeriodShare(
+        period_id_for("a"), 30, False, False, 0, 0, False
+    )
+
+
+def test_dmfa_may_report_more_or_no_hours_than_planned() -> None:
+    more, none = Student(), Student()
+    _july_30(more)
+    _july_30(none)
+    more.do(dmfa("w", EMPLOYER_A, 2026, 3, 40))
+    none.do(dmfa("w", EMPLOYER_A, 2026, 3, 0))
+    assert (more.balance(2026).used, more.balance(2026).remaining) == (40, 610)
+    assert (none.balance(2026).used, none.balance(2026).remaining) == (0, 650)
+
+
+def test_dmfa_replaces_every_declaration_of_the_employer_in_the_quarter() -> None:
+    student = Student()
+    _july_30(student)
+    student.do(declare("b", EMPLOYER_A, date(2026, 8, 1), date(2026, 8, 31), 20))
+    assert student.balance(2026).used == 50
+    student.do(dmfa("w", EMPLOYER_A, 2026, 3, 45))
+    assert student.balance(2026).used == 45
+    assert len(student.balance(2026).terms) == 1
+
+
+def test_dmfa_of_another_employer_does_not_touch_the_group() -> None:
+    student = Student()
+    _july_30(student)
+    decision = student.do(dmfa("w", EMPLOYER_B, 2026, 3, 10))
+    assert decision.status is Status.WARNING
+    assert [a.code for a in decision.anomalies] == [AnomalyCode.DMFA_WITHOUT_DECLARATION]
+
+    balance = student.balance(2026)
+    assert balance.used == 40
+    by_employer = {t.employer: t for t in balance.terms}
+    assert (by_employer[EMPLOYER_A].source, by_employer[EMPLOYER_A].hours) == (
+        TermSource.PLANNED,
+        30,
+    )
+    assert (by_employer[EMPLOYER_B].source, by_employer[EMPLOYER_B].hours) == (
+        TermSource.DMFA,
+        10,
+    )
+
+
+def test_dmfa_of_another_quarter_or_year_does_not_touch_the_group() -> None:
+    student = Student()
+    _july_30(student)
+    other_quarter = student.do(dmfa("w1", EMPLOYER_A, 2026, 2, 10))
+    other_year = student.do(dmfa("w2", EMPLOYER_A, 2025, 3, 12))
+    assert [a.code for a in other_quarter.anomalies] == [AnomalyCode.DMFA_WITHOUT_DECLARATION]
+    assert other_year.years == frozenset({2025})
+
+    balance = student.balance(2026)
+    assert balance.used == 40
+    by_quarter = {t.quarter: t for t in balance.terms}
+    assert (by_quarter[3].source, by_quarter[3].hours) == (TermSource.PLANNED, 30)
+    assert (by_quarter[2].source, by_quarter[2].hours) == (TermSource.DMFA, 10)
+    assert student.balance(2025).used == 12
+
+
+def test_a_second_dmfa_for_the_same_group_replaces_the_first() -> None:
+    student = Student()
+    _july_30(student)
+    student.do(dmfa("w1", EMPLOYER_A, 2026, 3, 26, wage_cents=41_600))
+    first_seq = student.ledger.wage_reports[(EMPLOYER_A, 2026, 3)].seq
+    decision = student.do(dmfa("w2", EMPLOYER_A, 2026, 3, 28, wage_cents=44_800))
+    assert decision.status is Status.ACCEPTED
+
+    assert list(student.ledger.wage_reports) == [(EMPLOYER_A, 2026, 3)]
+    report = student.ledger.wage_reports[(EMPLOYER_A, 2026, 3)]
+    assert (report.hours_worked, report.gross_wage_cents, report.event_id) == (28, 44_800, "w2")
+    # A corrected DmfA keeps the place of the one it replaces.
+    assert report.seq == first_seq
+    balance = student.balance(2026)
+    assert (balance.used, balance.remaining) == (28, 622)
+    assert (balance.terms[0].dmfa_hours, balance.terms[0].gross_wage_cents) == (28, 44_800)
+
+
+def test_dmfa_without_a_declaration_counts_with_a_warning() -> None:
+    student = Student()
+    received = utc(2026, 10, 20, 9)
+    decision = student.do(
+        dmfa("w", EMPLOYER_A, 2026, 3, 40, wage_cents=64_000, received_at=received)
+    )
+    assert decision.status is Status.WARNING
+    assert (decision.period_id, decision.years) == (None, frozenset({2026}))
+    (anomaly,) = decision.anomalies
+    assert (anomaly.code, anomaly.hours) == (AnomalyCode.DMFA_WITHOUT_DECLARATION, 40)
+    assert "40 hours" in anomaly.text
+    assert student.ledger.wage_reports[(EMPLOYER_A, 2026, 3)] == WageReport(
+        EMPLOYER_A, 2026, 3, 40, 64_000, received, "w", 1
+    )
+    balance = student.balance(2026)
+    assert (balance.used, balance.remaining) == (40, 610)
+
+
+@pytest.mark.parametrize(
+    ("command", "code"),
+    [
+        (dmfa("w", EMPLOYER_A, 2026, 0, 26), AnomalyCode.INVALID_QUARTER),
+        (dmfa("w", EMPLOYER_A, 2026, 5, 26), AnomalyCode.INVALID_QUARTER),
+        (dmfa("w", EMPLOYER_A, 2026, 3, -1), AnomalyCode.NEGATIVE_AMOUNT),
+        (dmfa("w", EMPLOYER_A, 2026, 3, 26, wage_cents=-1), AnomalyCode.NEGATIVE_AMOUNT),
+    ],
+    ids=["quarter-0", "quarter-5", "negative-hours", "negative-wage"],
+)
+def test_an_invalid_dmfa_is_refused(command: ReportWages, code: AnomalyCode) -> None:
+    student = Student()
+    _july_30(student)
+    snapshot = student.snapshot()
+    decision = student.do(command)
+    assert decision.status is Status.REFUSED
+    assert [a.code for a in decision.anomalies] == [code]
+    assert decision.years == frozenset()
+    assert student.ledger == snapshot
+    assert student.balance(2026).used == 30
+
+
+def test_a_declaration_after_the_dmfa_counts_nothing_more() -> None:
+    student = Student()
+    _july_30(student)
+    student.do(dmfa("w", EMPLOYER_A, 2026, 3, 26))
+    decision = student.do(declare("b", EMPLOYER_A, date(2026, 9, 1), date(2026, 9, 30), 50))
+    assert decision.status is Status.WARNING
+    assert [a.code for a in decision.anomalies] == [AnomalyCode.DMFA_ALREADY_RECEIVED]
+    assert (decision.period_id, decision.reduced_hours, decision.ordinary_hours) == (
+        period_id_for("b"),
+        0,
+        0,
+    )
+    assert student.balance(2026).used == 26
+
+
+def test_cancelling_after_the_dmfa_leaves_the_actual_hours_counting() -> None:
+    student = Student()
+    _july_30(student)
+    student.do(dmfa("w", EMPLOYER_A, 2026, 3, 26))
+    assert student.do(cancel("c", EMPLOYER_A, "a")).status is Status.ACCEPTED
+    assert student.balance(2026).used == 26
+
+
+def test_dmfa_replaces_late_planned_hours_too() -> None:
+    # The method of DOMAIN.md section 3: DmfA hours when a DmfA exists, whatever the
+    # declarations were; late planned hours only stay out of the quota until then.
+    student = Student()
+    student.do(
+        declare("a", EMPLOYER_A, JULY_1, JULY_31, 30, received_at=brussels(date(2026, 7, 3)))
+    )
+    assert (student.balance(2026).used, student.balance(2026).late_hours) == (0, 30)
+    student.do(dmfa("w", EMPLOYER_A, 2026, 3, 28))
+    balance = student.balance(2026)
+    assert (balance.used, balance.late_hours) == (28, 30)
+    assert balance.terms[0].source is TermSource.DMFA
+
+
+def test_freed_hours_of_a_dmfa_go_to_the_next_declaration_in_order() -> None:
+    student = Student(RULES_475)
+    student.do(declare("a", EMPLOYER_A, date(2021, 4, 1), date(2021, 4, 30), 300))
+    student.do(declare("b", EMPLOYER_B, date(2021, 5, 1), date(2021, 5, 31), 200))
+    student.do(dmfa("w", EMPLOYER_A, 2021, 2, 280))
+    balance = student.balance(2021)
+    assert (balance.used, balance.remaining, balance.ordinary_hours) == (480, 0, 5)
+    assert balance.share_of(period_id_for("b")) == PeriodShare(
+        period_id_for("b"), 200, False, False, 195, 5, True
+    )
+
+
+def test_dmfa_keeps_the_place_of_the_groups_first_declaration() -> None:
+    student = Student(RULES_475)
+    student.do(declare("a", EMPLOYER_A, date(2021, 1, 4), date(2021, 1, 31), 100))
+    student.do(declare("b", EMPLOYER_B, date(2021, 4, 1), date(2021, 4, 30), 500))
+    # A's actual hours exceed its planned ones: they still queue before B.
+    student.do(dmfa("w", EMPLOYER_A, 2021, 1, 200))
+    balance = student.balance(2021)
+    by_employer = {t.employer: t for t in balance.terms}
+    assert (by_employer[EMPLOYER_A].reduced_hours, by_employer[EMPLOYER_A].ordinary_hours) == (
+        200,
+        0,
+    )
+    assert (by_employer[EMPLOYER_B].reduced_hours, by_employer[EMPLOYER_B].ordinary_hours) == (
+        275,
+        225,
+    )
+    assert [t.employer for t in balance.terms] == [EMPLOYER_A, EMPLOYER_B]
+
+
+def test_a_declaration_after_a_dmfa_does_not_move_the_dmfa_back_in_the_queue() -> None:
+    # Regression: a DmfA without a declaration queues at its arrival. A declaration of the
+    # same group sent afterwards counts nothing (the DmfA is there) and must not move the
+    # DmfA behind declarations accepted in between.
+    student = Student(QuotaRules({2026: 650}, ()))
+    student.do(dmfa("w", EMPLOYER_B, 2026, 1, 400))
+    student.do(declare("a", EMPLOYER_A, JULY_1, JULY_31, 300))
+    before = student.balance(2026)
+    by_employer = {t.employer: (t.reduced_hours, t.ordinary_hours) for t in before.terms}
+    assert by_employer == {EMPLOYER_B: (400, 0), EMPLOYER_A: (250, 50)}
+
+    decision = student.do(declare("b", EMPLOYER_B, date(2026, 2, 2), date(2026, 2, 6), 10))
+    assert [a.code for a in decision.anomalies] == [AnomalyCode.DMFA_ALREADY_RECEIVED]
+    after = student.balance(2026)
+    by_employer = {t.employer: (t.reduced_hours, t.ordinary_hours) for t in after.terms}
+    assert by_employer == {EMPLOYER_B: (400, 0), EMPLOYER_A: (250, 50)}
+    assert after.share_of(period_id_for("a")) == before.share_of(period_id_for("a"))

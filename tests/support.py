@@ -1,0 +1,305 @@
+"""Helpers for integration tests: a worker subprocess, publishing, collecting outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from datetime import time as dtime
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from quota.calendar import BRUSSELS
+from streams.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+EMPLOYER_A = "0123456749"
+EMPLOYER_B = "0403170701"  # any enterprise number with valid check digits
+STUDENT = "93051822361"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def valid_enterprise_number(base8: int) -> str:
+    return f"{base8:08d}{97 - base8 % 97:02d}"
+
+
+def valid_ssin(yymmdd: str, serial: int) -> str:
+    base = int(f"{yymmdd}{serial:03d}")
+    return f"{yymmdd}{serial:03d}{97 - base % 97:02d}"
+
+
+def brussels_millis(day: date, hour: int = 9) -> int:
+    """Epoch milliseconds of ``hour`` o'clock in Brussels on ``day``."""
+    return int(datetime.combine(day, dtime(hour), BRUSSELS).timestamp() * 1000)
+
+
+@dataclass
+class Pipeline:
+    """Settings of one isolated pipeline: own topics, own consumer group, own database."""
+
+    kafka_bootstrap: str
+    database_url: str
+    prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:8]}.")
+    web_port: int = field(default_factory=free_port)
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        return {
+            "KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "DATABASE_URL": self.database_url,
+            "STUDENTWORK_TOPIC_PREFIX": self.prefix,
+            "STUDENTWORK_APP_ID": f"sw-{self.prefix.rstrip('.')}",
+            "STUDENTWORK_PARTITIONS": "2",
+            "STUDENTWORK_INPUT_TIMESTAMP_TYPE": "CreateTime",
+            "STUDENTWORK_BATCH_WITHIN": "0.1",
+            "STUDENTWORK_RELAY_POLL_SECONDS": "0.2",
+            "STUDENTWORK_WEB_PORT": str(self.web_port),
+            "STUDENTWORK_LOG_LEVEL": "info",
+            **self.extra_env,
+        }
+
+    def settings(self) -> Settings:
+        env = self.env()
+        return Settings(
+            kafka_bootstrap=env["KAFKA_BOOTSTRAP"],
+            database_url=env["DATABASE_URL"],
+            topic_prefix=self.prefix,
+            app_id=env["STUDENTWORK_APP_ID"],
+            partitions=2,
+            input_timestamp_type="CreateTime",
+        )
+
+    def topic(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+
+class WorkerProcess:
+    """``studentwork worker`` as a real subprocess, so tests can SIGKILL it."""
+
+    def __init__(self, pipeline: Pipeline, log_path: Path, command: str = "worker") -> None:
+        self.pipeline = pipeline
+        self.log_path = log_path
+        self.command = command
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        env = {**os.environ, **self.pipeline.env()}
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams", self.command],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Wait until the faust worker says it is ready."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log_path.read_text(errors="replace")
+            if "Worker]: Ready" in text:
+                return
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{text[-3000:]}")
+            time.sleep(0.2)
+        raise TimeoutError(f"worker not ready:\n{self.log_path.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def dimona_in(
+    event_id: str,
+    *,
+    ssin: str = STUDENT,
+    employer: str = EMPLOYER_A,
+    start: str = "2026-07-01",
+    end: str = "2026-07-31",
+    hours: int = 30,
+    worker_type: str = "STU",
+) -> dict[str, Any]:
+    return {
+        "eventId": event_id,
+        "submittedAt": "2026-06-01T09:00:00+02:00",
+        "declarant": {"kind": "employer", "enterpriseNumber": employer},
+        "employer": {"enterpriseNumber": employer},
+        "worker": {"ssin": ssin},
+        "dimonaIn": {
+            "startingDate": start,
+            "endingDate": end,
+            "dimonaFeatures": {"jointCommissionNumber": "302", "workerType": worker_type},
+            "plannedHoursNumber": hours,
+        },
+    }
+
+
+def dimona_update(
+    event_id: str,
+    period_id: str,
+    *,
+    ssin: str = STUDENT,
+    employer: str = EMPLOYER_A,
+    end: str = "2026-07-31",
+    hours: int = 26,
+    start: str | None = None,
+) -> dict[str, Any]:
+    update: dict[str, Any] = {"periodId": period_id, "endingDate": end, "plannedHoursNumber": hours}
+    if start:
+        update["startingDate"] = start
+    return {
+        "eventId": event_id,
+        "submittedAt": "2026-06-02T09:00:00+02:00",
+        "employer": {"enterpriseNumber": employer},
+        "worker": {"ssin": ssin},
+        "dimonaUpdate": update,
+    }
+
+
+def dimona_cancel(
+    event_id: str, period_id: str, *, ssin: str = STUDENT, employer: str = EMPLOYER_A
+) -> dict[str, Any]:
+    return {
+        "eventId": event_id,
+        "submittedAt": "2026-06-02T09:00:00+02:00",
+        "employer": {"enterpriseNumber": employer},
+        "worker": {"ssin": ssin},
+        "dimonaCancel": {"periodId": period_id},
+    }
+
+
+def dmfa(
+    event_id: str,
+    *,
+    ssin: str = STUDENT,
+    employer: str = EMPLOYER_A,
+    year: int = 2026,
+    quarter: int = 3,
+    hours: int = 26,
+    wage_cents: int = 35_000,
+) -> dict[str, Any]:
+    return {
+        "eventId": event_id,
+        "submittedAt": "2026-10-20T09:00:00+02:00",
+        "employer": {"enterpriseNumber": employer},
+        "worker": {"ssin": ssin},
+        "year": year,
+        "quarter": quarter,
+        "hoursWorked": hours,
+        "grossWageCents": wage_cents,
+    }
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int | None = None
+
+    @staticmethod
+    def json(
+        topic: str, key: str | None, body: Mapping[str, Any], timestamp_ms: int | None = None
+    ) -> Outgoing:
+        return Outgoing(
+            topic,
+            key.encode() if key is not None else None,
+            json.dumps(body).encode(),
+            timestamp_ms,
+        )
+
+
+async def publish(bootstrap: str, messages: Iterable[Outgoing]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(m.topic, m.value, key=m.key, timestamp_ms=m.timestamp_ms)
+            for m in messages
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def collect(
+    bootstrap: str, topic: str, *, count: int, wait: float = 60.0, settle: float = 0.0
+) -> list[dict[str, Any]]:
+    """Read ``topic`` from the beginning until ``count`` messages (then ``settle`` s more)."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    out: list[dict[str, Any]] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + wait
+        settle_until: float | None = None
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            if len(out) >= count and settle_until is None:
+                settle_until = now + settle
+            if settle_until is not None and now >= settle_until:
+                break
+            if now >= deadline:
+                raise TimeoutError(f"{topic}: got {len(out)} of {count} messages: {out}")
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for r in records:
+                    value = json.loads(r.value) if r.value else None
+                    out.append(
+                        {
+                            "key": r.key.decode() if r.key else None,
+                            "value": value,
+                            "partition": r.partition,
+                            "offset": r.offset,
+                        }
+                    )
+        return out
+    finally:
+        await consumer.stop()
+
+
+def latest_by_key(messages: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    latest: dict[str, dict[str, Any]] = {}
+    for m in messages:
+        latest[m["key"]] = m["value"]
+    return latest
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
