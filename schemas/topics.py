@@ -12,6 +12,13 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 from schemas.answers import BalanceEvent, DeadLetter, DimonaAnswer, QuotaChange
+from schemas.attestations import (
+    AccessCodeRotation,
+    AttestationIssued,
+    AttestationRequest,
+    EboxDelivery,
+)
+from schemas.consents import ConsentChange
 from schemas.declarations import DimonaDeclaration, DmfaDeclaration
 
 DIMONA = "dimona.declarations"
@@ -20,6 +27,11 @@ ACKS = "dimona.acks"
 BALANCES = "student.balances"
 REJECTED = "declarations.rejected"
 QUOTA_CHANGES = "quota.changes"
+ATTESTATION_REQUESTS = "attestation.requests"
+ATTESTATIONS_ISSUED = "attestations.issued"
+EBOX_DELIVERIES = "ebox.deliveries"
+ACCESS_CODES_ROTATE = "access-codes.rotate"
+CONSENTS = "consents"
 
 _DAY_MS = 24 * 3600 * 1000
 
@@ -52,6 +64,16 @@ TOPICS: tuple[TopicSpec, ...] = (
     ),
     TopicSpec(REJECTED, DeadLetter, "original key", "dead letters with raw bytes and reason"),
     TopicSpec(QUOTA_CHANGES, QuotaChange, "year", "quota of a year changed", partitions=1),
+    TopicSpec(ATTESTATION_REQUESTS, AttestationRequest, "SSIN", "a student asks an attestation"),
+    TopicSpec(ATTESTATIONS_ISSUED, AttestationIssued, "SSIN", "an attestation was issued"),
+    TopicSpec(EBOX_DELIVERIES, EboxDelivery, "SSIN", "attestation PDFs for the student's eBox"),
+    TopicSpec(
+        ACCESS_CODES_ROTATE,
+        AccessCodeRotation,
+        "partition number",
+        "monthly access-code rotation, one command per partition",
+    ),
+    TopicSpec(CONSENTS, ConsentChange, "SSIN", "student grants or revokes an agency"),
 )
 
 

@@ -146,6 +146,13 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> tuple[faust.App
 
         app.task(outbox_relay)
 
+    from streams import attestations, consents
+    from streams.web import register_views
+
+    attestations.register_agents(app, state)
+    consents.register_agents(app, state)
+    register_views(app, state)
+
     app.studentwork_state = state  # type: ignore[attr-defined]
     return app, state
 

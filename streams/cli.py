@@ -167,6 +167,31 @@ def quota_set(
     typer.echo(f"published: quota {year} = {hours} hours (event {change.event_id})")
 
 
+@cli.command()
+def token(
+    role: Annotated[str, typer.Argument(help="student, employer or agency.")],
+    subject: Annotated[str, typer.Argument(help="SSIN (student) or enterprise number.")],
+    minutes: Annotated[int | None, typer.Option(help="Validity in minutes.")] = None,
+) -> None:
+    """Mint a development token (HS256, the configured secret) for the API."""
+    from datetime import timedelta
+
+    from schemas.identifiers import normalize_enterprise_number, normalize_ssin
+    from streams.web.auth import Role, mint_token
+
+    try:
+        parsed = Role(role)
+        normalized = (
+            normalize_ssin(subject)
+            if parsed is Role.STUDENT
+            else normalize_enterprise_number(subject)
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    ttl = timedelta(minutes=minutes) if minutes else None
+    typer.echo(mint_token(_settings(), parsed, normalized, ttl=ttl))
+
+
 @schema_cli.command("export")
 def schema_export(
     out: Annotated[
@@ -204,6 +229,19 @@ def services() -> None:
         typer.echo("# running; Ctrl-C stops both", err=True)
         with contextlib.suppress(KeyboardInterrupt):
             signal.sigwait({signal.SIGINT, signal.SIGTERM})
+
+
+def _register_package_commands() -> None:
+    from consumers.cli import register as register_consumers
+    from producers.cli import register as register_producers
+    from streams.demo import register as register_demo
+
+    register_producers(cli)
+    register_consumers(cli)
+    register_demo(cli)
+
+
+_register_package_commands()
 
 
 def main() -> None:

@@ -7,10 +7,11 @@ at existing services and follow the usual conventions: ``KAFKA_BOOTSTRAP`` and
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from functools import cached_property
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from quota.rules import DEFAULT_QUOTA_HOURS, QuotaRules
@@ -55,9 +56,47 @@ class Settings(BaseSettings):
     web_port: int = 6066
     log_level: str = "info"
 
+    # -- time
+    today: date | None = Field(
+        None,
+        description="Pin 'today' (Europe/Brussels) for demos and tests; unset in production.",
+    )
+
+    # -- tokens (the federal identity service signs them in production)
+    jwt_algorithm: str = Field("HS256", description="HS256 with jwt_secret, or RS256/ES256.")
+    jwt_secret: SecretStr = Field(
+        SecretStr("dev-only-secret-do-not-use-in-production-0123456789"),
+        description="Shared secret for HS256 tokens (development).",
+    )
+    jwt_public_key: str | None = Field(
+        None, description="PEM public key for RS256/ES256 tokens (production)."
+    )
+    jwt_issuer: str = "studentwork"
+    jwt_audience: str = "studentwork"
+    token_ttl_minutes: int = Field(60, ge=1)
+
+    # -- attestations, access codes, eBox
+    access_code_secret: SecretStr = Field(
+        SecretStr("dev-only-access-code-secret-0123456789abcdef"),
+        description="At least 32 bytes; keys the look-up digest and seals stored codes.",
+    )
+    access_code_validity_months: int = Field(3, ge=1)
+    ebox_retention_months: int = Field(2, ge=1)
+    lookup_failures_allowed: int = Field(
+        5, ge=1, description="Failed code look-ups per employer and per address in a window."
+    )
+    lookup_failure_window_seconds: int = Field(900, ge=1)
+    pdf_processes: int = Field(2, ge=1, description="Processes rendering attestation PDFs.")
+
     @cached_property
     def quota_rules(self) -> QuotaRules:
         return QuotaRules({**DEFAULT_QUOTA_HOURS, **self.quota_hours})
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
+
+    def today_in_brussels(self, now: datetime) -> date:
+        """'Today' as every rule sees it: the pinned date, or Brussels' date at ``now``."""
+        from quota.calendar import brussels_date
+
+        return self.today or brussels_date(now)

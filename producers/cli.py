@@ -1,0 +1,9 @@
+"""Commands of the producers package, added to the ``studentwork`` command line."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(cli: typer.Typer) -> None:
+    """Add this package's commands to ``cli``."""

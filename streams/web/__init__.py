@@ -1,0 +1,18 @@
+"""The HTTP API (faust web views, versioned under ``/v1``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import faust
+
+if TYPE_CHECKING:
+    from streams.app import WorkerState
+
+
+def register_views(app: faust.App, state: WorkerState) -> None:
+    """Mount every view on the worker's web server."""
+    from streams.web import attestations, consents, ebox, student
+
+    for module in (student, attestations, consents, ebox):
+        module.register(app, state)
