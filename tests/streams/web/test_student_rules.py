@@ -1,0 +1,153 @@
+"""The pure parts of the student views: DmfA deadlines, year parsing, terms in words.
+
+No broker, no database: these run in milliseconds.
+"""
+
+from __future__ import annotations
+
+import socket
+from datetime import UTC, date, datetime
+
+import pytest
+from faust.web import exceptions
+
+from quota import (
+    CancelPeriod,
+    DeclarePeriod,
+    QuotaRules,
+    ReportWages,
+    StudentLedger,
+    apply,
+    compute_balance,
+    period_id_for,
+)
+from streams.web.student import (
+    BrokerProbe,
+    dmfa_due_by,
+    dmfa_status,
+    employer_display,
+    parse_year,
+    year_detail,
+)
+from tests.support import EMPLOYER_A, STUDENT
+
+ON_TIME = datetime(2026, 6, 1, 7, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("year", "quarter", "due"),
+    [
+        (2026, 1, date(2026, 4, 30)),
+        (2026, 2, date(2026, 7, 31)),
+        (2026, 3, date(2026, 10, 31)),
+        (2026, 4, date(2027, 1, 31)),
+    ],
+)
+def test_the_dmfa_is_due_by_the_end_of_the_month_after_the_quarter(
+    year: int, quarter: int, due: date
+) -> None:
+    assert dmfa_due_by(year, quarter) == due
+
+
+def test_dmfa_status_follows_the_deadline() -> None:
+    def status(today: date, *, received: bool = False, expected: bool = True) -> str:
+        return dmfa_status(2026, 3, received=received, expected=expected, today=today)
+
+    assert status(date(2026, 8, 15)) == "awaiting"  # quarter not over
+    assert status(date(2026, 10, 31)) == "awaiting"  # over, DmfA due today
+    assert status(date(2026, 11, 1)) == "missing"  # overdue
+    assert status(date(2026, 11, 1), received=True) == "received"
+    assert status(date(2026, 11, 1), expected=False) == "not_expected"
+
+
+def test_years_from_2017_to_next_year_are_known() -> None:
+    today = date(2026, 11, 26)
+    assert parse_year("2017", today) == 2017
+    assert parse_year("2027", today) == 2027
+    for raw, reason in [
+        ("2016", "2017 to 2027"),
+        ("2028", "2017 to 2027"),
+        ("-1", "whole number"),
+        ("٢٠٢٦", "whole number"),  # Arabic-Indic digits: not ASCII
+        ("", "whole number"),
+    ]:
+        with pytest.raises(exceptions.ValidationError) as caught:
+            parse_year(raw, today)
+        assert reason in caught.value.detail
+
+
+def test_employers_are_shown_in_their_official_form() -> None:
+    assert employer_display(EMPLOYER_A) == "0123.456.749"
+    assert employer_display("NSSO1234567") == "NSSO 1234567"
+
+
+def test_dmfa_above_planned_and_beyond_the_quota_are_explained() -> None:
+    ledger = StudentLedger(STUDENT)
+    rules = QuotaRules({2026: 100})
+    apply(
+        ledger,
+        DeclarePeriod(
+            "d1", EMPLOYER_A, EMPLOYER_A, date(2026, 7, 1), date(2026, 7, 31), 90, ON_TIME
+        ),
+        rules,
+    )
+    apply(
+        ledger,
+        ReportWages("w1", EMPLOYER_A, 2026, 3, 120, 150_000, datetime(2026, 10, 20, tzinfo=UTC)),
+        rules,
+    )
+    detail = year_detail(ledger, compute_balance(ledger, 2026, rules), date(2026, 11, 26))
+    assert (detail.used, detail.remaining, detail.ordinary_hours) == (120, 0, 20)
+    assert detail.terms[0].text == (
+        "Employer 0123.456.749, Q3: 120 hours worked (DmfA) replace 90 planned; gross wage "
+        "EUR 1,500.00; 120 hours counted (100 at the reduced rate, 20 beyond the quota at "
+        "ordinary contributions)"
+    )
+    assert [(c.kind, c.hours) for c in detail.checks] == [("actual_above_planned", 30)]
+    assert detail.explanation == (
+        "2026: quota 100 hours, 120 hours used, 0 hours remaining. 20 hours beyond the quota "
+        "pay ordinary contributions."
+    )
+
+
+async def test_an_unreachable_broker_is_reported_not_raised() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, never listening: connections are refused
+        probe = BrokerProbe(f"127.0.0.1:{port}", timeout=1.0)
+        result = await probe.check()
+    assert result.ok is False
+    assert f"127.0.0.1:{port}" in result.detail
+    await probe.close()
+
+
+def test_neutralised_and_cancelled_hours_are_explained() -> None:
+    ledger = StudentLedger(STUDENT)
+    rules = QuotaRules()
+    received = datetime(2021, 6, 1, 7, tzinfo=UTC)
+    apply(
+        ledger,
+        DeclarePeriod(
+            "n1", EMPLOYER_A, EMPLOYER_A, date(2021, 7, 1), date(2021, 7, 31), 50, received
+        ),
+        rules,
+    )
+    apply(
+        ledger,
+        DeclarePeriod(
+            "c1", EMPLOYER_A, EMPLOYER_A, date(2021, 4, 1), date(2021, 4, 2), 16, received
+        ),
+        rules,
+    )
+    apply(ledger, CancelPeriod("c1-x", EMPLOYER_A, period_id_for("c1"), received), rules)
+    detail = year_detail(ledger, compute_balance(ledger, 2021, rules), date(2021, 10, 15))
+    texts = {t.quarter: t.text for t in detail.terms}
+    assert texts == {
+        2: "Employer 0123.456.749, Q2: nothing counted; 16 hours cancelled, not counted",
+        3: "Employer 0123.456.749, Q3: 50 hours planned count until the DmfA arrives; "
+        "50 hours neutralised (not counted); 0 hours counted",
+    }
+    statuses = {q.quarter: q.dmfa_status for q in detail.employers[0].quarters}
+    assert statuses == {2: "not_expected", 3: "awaiting"}
+    assert (detail.used, detail.remaining, detail.neutralised_hours) == (0, 475, 50)
+    assert detail.checks == []
