@@ -1,14 +1,160 @@
-"""consents agents (to be written)."""
+"""The consent agent: applies students' grants and revocations to the ``consents`` table.
+
+A student lets a temporary work agency read their remaining hours, and can withdraw
+that at any time (DOMAIN.md section 2). Changes arrive on ``consents`` keyed by SSIN,
+so one student's changes stay in order on one partition; the agent applies each batch
+in one transaction, in stream order (the latest change per (ssin, agency) wins), and
+records the applied event ids so a redelivery changes nothing. Messages that cannot be
+applied become dead letters on ``declarations.rejected``: they never stall a partition.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import faust
+from pydantic import ValidationError
+
+from db import consents as consent_db
+from db import store
+from db.store import OutboxMessage
+from schemas.consents import ConsentChange
+from schemas.topics import CONSENTS, REJECTED
+from streams.messages import dead_letter, describe_validation_error, utc_from_millis
+from streams.processor import Clock, RawRecord
+from streams.settings import Settings
 
 if TYPE_CHECKING:
     from streams.app import WorkerState
 
+log = logging.getLogger(__name__)
+
+#: Consent event ids get their own namespace in ``applied_events``: a client reusing an
+#: id of a Dimona declaration must not see its consent skipped as a replay.
+EVENT_PREFIX = "consent:"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A record that carries no applicable change, and why."""
+
+    record: RawRecord
+    reason: str
+
+    @property
+    def dedupe_id(self) -> str:
+        r = self.record
+        return f"rejected:{r.topic}:{r.partition}:{r.offset}"
+
+
+@dataclass
+class ConsentReport:
+    """What one batch did (returned by the agent, handy in tests and logs)."""
+
+    applied: int = 0
+    replayed: int = 0
+    rejected: int = 0
+
+
+def parse(record: RawRecord) -> ConsentChange | Rejection:
+    """The change a record carries, or why it carries none.
+
+    The key must be the student's SSIN: it decides the partition, and only one
+    partition per student keeps a grant and its revocation in order.
+    """
+    if record.value is None:
+        return Rejection(record, "empty message (no value)")
+    try:
+        change = ConsentChange.model_validate_json(record.value)
+    except ValidationError as error:
+        return Rejection(record, describe_validation_error(error))
+    key = "".join(c for c in (record.key or b"").decode(errors="replace") if c.isdigit())
+    if key != change.ssin:
+        return Rejection(
+            record,
+            f"the message key must be the student's SSIN (got {record.key!r}): the key "
+            "decides the partition that keeps a student's consent changes in order",
+        )
+    return change
+
+
+class ConsentApplier:
+    """Applies batches of ``consents`` records to PostgreSQL, one transaction each."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, clock: Clock) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._clock = clock
+
+    async def apply(self, records: Sequence[RawRecord]) -> ConsentReport:
+        report = ConsentReport()
+        parsed = [parse(r) for r in records]
+        ids = [
+            item.dedupe_id if isinstance(item, Rejection) else EVENT_PREFIX + item.event_id
+            for item in parsed
+        ]
+        async with self._pool.acquire() as conn, conn.transaction():
+            seen = await store.already_applied(conn, ids)
+            changes: list[ConsentChange] = []
+            letters: list[OutboxMessage] = []
+            new_ids: list[str] = []
+            for item, event_id in zip(parsed, ids, strict=True):
+                if event_id in seen:
+                    report.replayed += 1
+                    continue
+                seen.add(event_id)  # the same event twice in one batch applies once
+                new_ids.append(event_id)
+                if isinstance(item, Rejection):
+                    report.rejected += 1
+                    letters.append(self._dead_letter(item))
+                else:
+                    report.applied += 1
+                    changes.append(item)
+            await consent_db.apply_changes(conn, changes)
+            await store.record_applied(conn, new_ids)
+            await store.enqueue(conn, letters)
+        return report
+
+    def _dead_letter(self, rejection: Rejection) -> OutboxMessage:
+        record = rejection.record
+        log.warning(
+            "rejected %s[%d]@%d: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            rejection.reason,
+        )
+        letter = dead_letter(
+            event_id=rejection.dedupe_id,
+            topic=self._settings.topic(record.topic),
+            partition=record.partition,
+            offset=record.offset,
+            timestamp=utc_from_millis(record.timestamp_ms),
+            key=record.key,
+            raw=record.value,
+            reason=rejection.reason,
+            now=self._clock(),
+        )
+        return OutboxMessage(REJECTED, record.key, letter.to_json_bytes())
+
 
 def register_agents(app: faust.App, state: WorkerState) -> None:
-    """Add the consents agents, topics and timers to the worker."""
+    """Add the consent agent (topic ``consents``) to the worker."""
+    from streams.app import raw_record, with_retries
+
+    settings = state.settings
+    topic = app.topic(settings.topic(CONSENTS), key_type=bytes, value_type=bytes, allow_empty=True)
+    applier: ConsentApplier | None = None
+
+    @app.agent(topic, name="consents")
+    async def consents(stream: Any) -> AsyncIterator[ConsentReport]:
+        nonlocal applier
+        async for events in stream.take_events(settings.batch_size, settings.batch_within):
+            records = [raw_record(CONSENTS, e) for e in events]
+            if applier is None:
+                applier = ConsentApplier(await state.pool(), settings, state.clock)
+            yield await with_retries("batch of consents", applier.apply, records)

@@ -1,0 +1,1 @@
+"""Downstream consumers (the eBox)."""

@@ -1,0 +1,1 @@
+"""Agency consent: API, agent and the agency balance view."""
