@@ -1,14 +1,714 @@
-"""attestations agents (to be written)."""
+"""Attestations and monthly access codes: the agents, the scheduler and their rules.
+
+``attestation.requests`` (key: SSIN) is consumed in small batches. For each request the
+student's access code of the month is ensured (created on demand: one code per student
+per month, the same in every attestation of that month), the remaining hours of the
+year are read from ``balances`` (no row: the full quota), the PDF is rendered in a
+process pool (never on the event loop), and then ONE transaction stores the PDF, records
+the request's event id as applied and writes ``attestations.issued`` and
+``ebox.deliveries`` to the outbox. A replayed request is a no-op; a request claimed by
+two workers at once (a rebalance) is written by whichever commits first.
+
+Codes rotate monthly: a crontab (00:00 on the 1st, Brussels) publishes one
+``AccessCodeRotation`` per partition of ``access-codes.rotate`` (key and partition: the
+partition number), and whichever worker owns partition ``p`` creates, in bulk, the new
+month's code of every student whose SSIN Kafka's default partitioner (murmur2) maps to
+``p`` - the students whose declarations that partition number carries on the SSIN-keyed
+topics. A worker that was down at the boundary publishes, when it starts, the commands
+of the partitions that have not been rotated this month. Rotation is only an
+optimisation: an attestation creates its month's code when missing, and the
+``UNIQUE (ssin, month)`` key makes every path idempotent.
+
+The rules that need no I/O (which years may be attested, which partition a student
+belongs to) are plain functions here, so they are tested without a broker.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import base64
+import hashlib
+import hmac
+import logging
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
+import asyncpg
 import faust
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
+from pydantic import ValidationError
+
+from db import attestations as queries
+from db import store
+from db.store import OutboxMessage
+from quota.access_codes import (
+    AccessCodeKeys,
+    code_validity,
+    derive_keys,
+    format_code,
+    generate_code,
+    lookup_digest,
+    month_start,
+    seal_code,
+    unseal_code,
+)
+from schemas.attestations import (
+    AccessCodeRotation,
+    AttestationIssued,
+    AttestationRequest,
+    EboxDelivery,
+)
+from schemas.topics import (
+    ACCESS_CODES_ROTATE,
+    ATTESTATION_REQUESTS,
+    ATTESTATIONS_ISSUED,
+    EBOX_DELIVERIES,
+    REJECTED,
+)
+from streams.attestation_pdf import AttestationDocument, PdfRenderer
+from streams.messages import dead_letter, describe_validation_error, utc_from_millis
+from streams.processor import RawRecord
+from streams.settings import Settings
 
 if TYPE_CHECKING:
     from streams.app import WorkerState
 
+log = logging.getLogger(__name__)
+
+BRUSSELS = ZoneInfo("Europe/Brussels")
+
+#: Attestation requests live in their own namespace of applied event ids, apart from
+#: Dimona and DmfA ids chosen by payroll software.
+REQUEST_EVENT_PREFIX = "attestation:"
+
+#: Students handled per chunk of a rotation: one read, one bulk insert, one transaction.
+ROTATION_CHUNK = 5000
+
+
+# --------------------------------------------------------------------------------------------
+# Pure rules
+# --------------------------------------------------------------------------------------------
+
+
+def attestation_years(today: date) -> tuple[int, ...]:
+    """The years a student may get an attestation for on ``today`` (Brussels date).
+
+    The current year always; the next one only from 1 December (DOMAIN.md section 5): a
+    2027 attestation from 1 December 2026 on.
+    """
+    if today.month == 12:
+        return (today.year, today.year + 1)
+    return (today.year,)
+
+
+def year_refusal(year: int, today: date) -> str | None:
+    """Why an attestation for ``year`` cannot be issued on ``today``, or None if it can."""
+    if year in attestation_years(today):
+        return None
+    if year == today.year + 1:
+        return (
+            f"an attestation for {year} can be requested from 1 December {today.year}; "
+            f"until then only {today.year} can be attested"
+        )
+    allowed = " or ".join(str(y) for y in attestation_years(today))
+    return f"attestations exist for the current year only ({allowed} today), not {year}"
+
+
+def partition_of(ssin: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives the key ``ssin`` among ``partitions``.
+
+    Java clients, aiokafka and faust all hash the key bytes with murmur2 and keep the
+    positive 31 bits, so this is the partition that carries the student's events on every
+    SSIN-keyed topic with that many partitions.
+    """
+    return (int(murmur2(ssin.encode())) & 0x7FFFFFFF) % partitions
+
+
+def sealing_context(ssin: str, month: date) -> bytes:
+    """What a sealed code is bound to: it cannot be moved to another student or month."""
+    return f"{ssin}|{month.isoformat()}".encode()
+
+
+def code_valid_on(valid_from: date, valid_until: date, on: date) -> bool:
+    """Whether a stored code (validity from its row, both days inclusive) is valid ``on``."""
+    return valid_from <= on <= valid_until
+
+
+def request_event_key(request: AttestationRequest) -> str:
+    return REQUEST_EVENT_PREFIX + request.event_id
+
+
+def rotation_commands(
+    month: date, partitions: int, now: datetime, only: Iterable[int] | None = None
+) -> list[AccessCodeRotation]:
+    """The commands rotating ``month``: one per partition (or per partition in ``only``).
+
+    Event ids are deterministic, so a consumer can tell a republished command from a new
+    one; the rotation itself is idempotent anyway.
+    """
+    first = month_start(month)
+    wanted = range(partitions) if only is None else sorted(set(only))
+    return [
+        AccessCodeRotation(
+            event_id=f"access-codes:{first:%Y-%m}:{p}/{partitions}",
+            month=first,
+            partition=p,
+            partitions=partitions,
+            requested_at=now,
+        )
+        for p in wanted
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Access codes
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MonthCode:
+    """A student's code of one month, unsealed for printing on an attestation."""
+
+    ssin: str
+    month: date
+    code: str
+    valid_from: date
+    valid_until: date
+
+
+class AccessCodes:
+    """Creates, stores and unseals access codes with the keys derived from the secret."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._months = settings.access_code_validity_months
+        self.keys: AccessCodeKeys = derive_keys(
+            settings.access_code_secret.get_secret_value().encode()
+        )
+
+    def new_codes(self, ssins: Iterable[str], month: date) -> list[queries.NewCode]:
+        """Fresh codes for ``month``, as digest and sealed form (the plain code is dropped)."""
+        valid_from, valid_until = code_validity(month, self._months)
+        codes = []
+        for ssin in ssins:
+            code = generate_code()
+            codes.append(
+                queries.NewCode(
+                    ssin=ssin,
+                    month=valid_from,
+                    digest=lookup_digest(code, self.keys.lookup),
+                    sealed=seal_code(
+                        code, self.keys.seal, context=sealing_context(ssin, valid_from)
+                    ),
+                    valid_from=valid_from,
+                    valid_until=valid_until,
+                )
+            )
+        return codes
+
+    def unseal(self, stored: queries.StoredCode) -> MonthCode:
+        code = unseal_code(
+            stored.sealed, self.keys.seal, context=sealing_context(stored.ssin, stored.month)
+        )
+        return MonthCode(stored.ssin, stored.month, code, stored.valid_from, stored.valid_until)
+
+    def digest(self, typed: str) -> bytes | None:
+        """The look-up digest of a typed code, or None when it cannot be a code."""
+        try:
+            return lookup_digest(typed, self.keys.lookup)
+        except ValueError:
+            return None
+
+    def decoy_digest(self, typed: str) -> bytes:
+        """A digest for input that is not a code: keyed like a real one, matching nothing.
+
+        Malformed input still costs the caller the HMAC and the database round trip of a
+        real look-up, so timing does not tell a malformed code from an unknown one.
+        """
+        message = b"not-a-code\x00" + typed.encode("utf-8", "replace")
+        return hmac.new(self.keys.lookup, message, hashlib.sha256).digest()
+
+    async def month_codes(
+        self, conn: asyncpg.Connection, ssins: Collection[str], month: date
+    ) -> dict[str, MonthCode]:
+        """The codes of ``month`` for these students, creating the missing ones.
+
+        Safe against a concurrent rotation or attestation: the first stored code of a
+        (student, month) wins and every caller reads that one back.
+        """
+        first = month_start(month)
+        stored = await queries.codes_of_month(conn, ssins, first)
+        for _ in range(3):
+            missing = [s for s in ssins if s not in stored]
+            if not missing:
+                break
+            await queries.insert_codes(conn, self.new_codes(missing, first))
+            stored = await queries.codes_of_month(conn, ssins, first)
+        missing = [s for s in ssins if s not in stored]
+        if missing:  # only a digest collision three times in a row gets here
+            raise RuntimeError(f"could not store access codes for {len(missing)} students")
+        return {ssin: self.unseal(code) for ssin, code in stored.items()}
+
+    def codes_of_partition(
+        self, ssins: Sequence[str], month: date, partition: int, partitions: int
+    ) -> list[queries.NewCode]:
+        """New codes for the students among ``ssins`` that belong to ``partition``.
+
+        CPU-bound (hashing, random draws, sealing): rotations run it in a thread.
+        """
+        mine = [s for s in ssins if partition_of(s, partitions) == partition]
+        return self.new_codes(mine, month)
+
+
+async def rotate_partition(
+    pool: asyncpg.Pool,
+    codes: AccessCodes,
+    command: AccessCodeRotation,
+    now: datetime,
+    *,
+    chunk: int = ROTATION_CHUNK,
+) -> int:
+    """Give every student of the command's partition a code for its month; return how many.
+
+    Reads the students lacking a code for the month in SSIN order, chunk by chunk, keeps
+    those of the partition, and stores their codes with one bulk insert per chunk, each
+    chunk its own short transaction. Running it again (a redelivery, a second command)
+    finds nothing to do. A row in ``access_code_rotations`` records the run.
+    """
+    month = month_start(command.month)
+    created = 0
+    after = ""
+    while True:
+        async with pool.acquire() as conn:
+            ssins = await queries.students_without_code(conn, month, after=after, limit=chunk)
+            if not ssins:
+                break
+            after = ssins[-1]
+            new = await asyncio.to_thread(
+                codes.codes_of_partition, ssins, month, command.partition, command.partitions
+            )
+            async with conn.transaction():
+                created += await queries.insert_codes(conn, new)
+    async with pool.acquire() as conn:
+        await queries.record_rotation(
+            conn,
+            month=month,
+            partition=command.partition,
+            partitions=command.partitions,
+            event_id=command.event_id,
+            codes_created=created,
+            at=now,
+        )
+    log.info(
+        "access codes %s, partition %d/%d: %d created",
+        f"{month:%Y-%m}",
+        command.partition,
+        command.partitions,
+        created,
+    )
+    return created
+
+
+async def publish_rotation(
+    settings: Settings, month: date, now: datetime, *, skip: Collection[int] = ()
+) -> list[int]:
+    """Publish the rotation commands of ``month``, each to its own partition.
+
+    The partition count is the topic's, as the broker reports it. ``skip`` lists
+    partitions already rotated (the start-up catch-up publishes only the others).
+    Returns the partitions published to.
+    """
+    topic = settings.topic(ACCESS_CODES_ROTATE)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=True, acks="all"
+    )
+    await producer.start()
+    try:
+        partitions = sorted(await producer.partitions_for(topic))
+        wanted = [p for p in partitions if p not in skip]
+        commands = rotation_commands(month, len(partitions), now, wanted)
+        futures = [
+            await producer.send(
+                topic, c.to_json_bytes(), key=str(c.partition).encode(), partition=c.partition
+            )
+            for c in commands
+        ]
+        await asyncio.gather(*futures)
+        return [c.partition for c in commands]
+    finally:
+        await producer.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# Attestation requests
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AttestationReport:
+    """What one batch of requests did (the agent yields it, tests and logs read it)."""
+
+    issued: int = 0
+    refused: int = 0
+    failed: int = 0
+    replayed: int = 0
+    rejected: int = 0
+    attestation_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Planned:
+    request: AttestationRequest
+    document: AttestationDocument
+    code_month: date
+
+
+class AttestationService:
+    """Turns batches of ``attestation.requests`` records into stored, published PDFs."""
+
+    def __init__(self, state: WorkerState, codes: AccessCodes, renderer: PdfRenderer) -> None:
+        self._state = state
+        self._settings = state.settings
+        self.codes = codes
+        self.renderer = renderer
+
+    async def process(self, records: Sequence[RawRecord]) -> AttestationReport:
+        report = AttestationReport()
+        pool = await self._state.pool()
+        requests: dict[str, AttestationRequest] = {}
+        rejections: list[tuple[RawRecord, str]] = []
+        for record in records:
+            try:
+                request = AttestationRequest.model_validate_json(record.value or b"")
+            except ValidationError as error:
+                rejections.append((record, describe_validation_error(error)))
+                continue
+            requests.setdefault(request_event_key(request), request)
+        if rejections:
+            report.rejected = await self._reject(pool, rejections)
+        if not requests:
+            return report
+
+        now = self._state.clock()
+        today = self._settings.today_in_brussels(now)
+        async with pool.acquire() as conn:
+            done = await store.already_applied(conn, list(requests))
+        report.replayed = len(done)
+        fresh = [r for key, r in requests.items() if key not in done]
+        refused: list[tuple[AttestationRequest, str]] = []
+        wanted: list[AttestationRequest] = []
+        for request in fresh:
+            # Entitled on the day the student asked, or on the day we issue.
+            asked_on = self._settings.today_in_brussels(request.requested_at)
+            reason = year_refusal(request.year, today)
+            if reason is None or year_refusal(request.year, asked_on) is None:
+                wanted.append(request)
+            else:
+                refused.append((request, reason))
+
+        planned = await self._plan(pool, wanted, today) if wanted else []
+        rendered = await asyncio.gather(
+            *(self.renderer.render(p.document) for p in planned), return_exceptions=True
+        )
+        issued: list[tuple[_Planned, bytes]] = []
+        failed: list[tuple[AttestationRequest, str]] = []
+        for plan, pdf in zip(planned, rendered, strict=True):
+            if isinstance(pdf, bytes):
+                issued.append((plan, pdf))
+            elif isinstance(pdf, Exception):
+                log.error(
+                    "attestation %s could not be rendered",
+                    plan.request.attestation_id,
+                    exc_info=pdf,
+                )
+                failed.append((plan.request, "the document could not be produced"))
+            else:
+                raise pdf  # cancellation and other BaseExceptions end the batch
+        await self._save(pool, issued, refused, failed, now, report)
+        return report
+
+    async def _plan(
+        self, pool: asyncpg.Pool, requests: Sequence[AttestationRequest], today: date
+    ) -> list[_Planned]:
+        """Ensure the month's codes and read the balances: one short transaction."""
+        async with pool.acquire() as conn, conn.transaction():
+            rules = self._settings.quota_rules.with_overrides(await store.quota_overrides(conn))
+            codes = await self.codes.month_codes(conn, {r.ssin for r in requests}, today)
+            balances = await queries.balances_for(conn, [(r.ssin, r.year) for r in requests])
+        planned = []
+        for request in requests:
+            code = codes[request.ssin]
+            quota, remaining = balances.get(
+                (request.ssin, request.year),
+                (rules.quota(request.year), rules.quota(request.year)),
+            )
+            document = AttestationDocument(
+                attestation_id=request.attestation_id,
+                ssin=request.ssin,
+                year=request.year,
+                remaining_hours=remaining,
+                quota=quota,
+                access_code=format_code(code.code),
+                valid_from=code.valid_from,
+                valid_until=code.valid_until,
+                issued_on=today,
+            )
+            planned.append(_Planned(request, document, code.month))
+        return planned
+
+    async def _save(
+        self,
+        pool: asyncpg.Pool,
+        issued: Sequence[tuple[_Planned, bytes]],
+        refused: Sequence[tuple[AttestationRequest, str]],
+        failed: Sequence[tuple[AttestationRequest, str]],
+        now: datetime,
+        report: AttestationReport,
+    ) -> None:
+        """Store the outcome and queue the messages, in ONE transaction per batch."""
+        async with pool.acquire() as conn, conn.transaction():
+            keys = [request_event_key(p.request) for p, _ in issued]
+            keys += [request_event_key(r) for r, _ in [*refused, *failed]]
+            claimed = await queries.claim_events(conn, keys)
+            rows: list[queries.IssuedAttestation] = []
+            messages: list[OutboxMessage] = []
+            for plan, pdf in issued:
+                if request_event_key(plan.request) not in claimed:
+                    report.replayed += 1
+                    continue
+                row, outgoing = self._issue(plan, pdf, now)
+                rows.append(row)
+                messages.extend(outgoing)
+                report.attestation_ids.append(row.attestation_id)
+            await queries.save_issued(conn, rows)
+            closed = {
+                "refused": [(r, why) for r, why in refused if request_event_key(r) in claimed],
+                "failed": [(r, why) for r, why in failed if request_event_key(r) in claimed],
+            }
+            await queries.save_unissued(conn, _unissued_rows(closed["refused"]), status="refused")
+            await queries.save_unissued(conn, _unissued_rows(closed["failed"]), status="failed")
+            for status, outcomes in closed.items():
+                for r, why in outcomes:
+                    log.warning("attestation %s %s: %s", r.attestation_id, status, why)
+            await store.enqueue(conn, messages)
+        report.issued = len(rows)
+        report.refused = len(closed["refused"])
+        report.failed = len(closed["failed"])
+
+    def _issue(
+        self, plan: _Planned, pdf: bytes, now: datetime
+    ) -> tuple[queries.IssuedAttestation, list[OutboxMessage]]:
+        request, doc = plan.request, plan.document
+        digest = hashlib.sha256(pdf).hexdigest()
+        row = queries.IssuedAttestation(
+            attestation_id=request.attestation_id,
+            ssin=request.ssin,
+            year=request.year,
+            event_id=request.event_id,
+            requested_at=request.requested_at,
+            issued_at=now,
+            issued_on=doc.issued_on,
+            remaining=doc.remaining_hours,
+            quota=doc.quota,
+            code_month=plan.code_month,
+            code_valid_from=doc.valid_from,
+            code_valid_until=doc.valid_until,
+            pdf=pdf,
+            sha256=digest,
+        )
+        issued = AttestationIssued(
+            event_id=f"attestation-issued:{request.attestation_id}",
+            attestation_id=request.attestation_id,
+            ssin=request.ssin,
+            year=request.year,
+            remaining_hours=doc.remaining_hours,
+            quota=doc.quota,
+            access_code_valid_from=doc.valid_from,
+            access_code_valid_until=doc.valid_until,
+            issued_at=now,
+            sha256=digest,
+        )
+        delivery = EboxDelivery(
+            event_id=f"ebox-delivery:{request.attestation_id}",
+            attestation_id=request.attestation_id,
+            ssin=request.ssin,
+            year=request.year,
+            title=f"Student@work attestation {request.year}",
+            file_name=f"student-at-work-attestation-{request.year}-{doc.issued_on:%Y%m%d}.pdf",
+            pdf_base64=base64.b64encode(pdf).decode(),
+            issued_at=now,
+        )
+        key = request.ssin.encode()
+        return row, [
+            OutboxMessage(ATTESTATIONS_ISSUED, key, issued.to_json_bytes()),
+            OutboxMessage(EBOX_DELIVERIES, key, delivery.to_json_bytes()),
+        ]
+
+    async def _reject(self, pool: asyncpg.Pool, rejections: Sequence[tuple[RawRecord, str]]) -> int:
+        return await reject_records(pool, self._settings, rejections, self._state.clock())
+
+
+def _unissued_rows(
+    outcomes: Sequence[tuple[AttestationRequest, str]],
+) -> list[tuple[str, str, int, str, datetime, str]]:
+    return [
+        (r.attestation_id, r.ssin, r.year, r.event_id, r.requested_at, why) for r, why in outcomes
+    ]
+
+
+async def reject_records(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    rejections: Sequence[tuple[RawRecord, str]],
+    now: datetime,
+) -> int:
+    """Turn unparseable records into dead letters, once each; return how many are new."""
+    ids = [f"rejected:{r.topic}:{r.partition}:{r.offset}" for r, _ in rejections]
+    async with pool.acquire() as conn, conn.transaction():
+        claimed = await queries.claim_events(conn, ids)
+        messages = []
+        for (record, reason), event_id in zip(rejections, ids, strict=True):
+            if event_id not in claimed:
+                continue
+            log.warning(
+                "rejected %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason
+            )
+            letter = dead_letter(
+                event_id=event_id,
+                topic=settings.topic(record.topic),
+                partition=record.partition,
+                offset=record.offset,
+                timestamp=utc_from_millis(record.timestamp_ms),
+                key=record.key,
+                raw=record.value,
+                reason=reason,
+                now=now,
+            )
+            messages.append(OutboxMessage(REJECTED, record.key, letter.to_json_bytes()))
+        await store.enqueue(conn, messages)
+    return len(messages)
+
+
+# --------------------------------------------------------------------------------------------
+# Wiring into the worker
+# --------------------------------------------------------------------------------------------
+
 
 def register_agents(app: faust.App, state: WorkerState) -> None:
-    """Add the attestations agents, topics and timers to the worker."""
+    """Add the attestation and rotation agents, the monthly crontab and start-up tasks."""
+    from streams.app import raw_record, with_retries
+
+    settings = state.settings
+    codes = AccessCodes(settings)
+    renderer = PdfRenderer(settings.pdf_processes)
+    service = AttestationService(state, codes, renderer)
+    app.studentwork_access_codes = codes  # type: ignore[attr-defined]  # for the views
+    # A batch renders every request in it before its offsets are committed: keep it to a
+    # few documents per process so a burst never holds a partition for long.
+    batch = max(1, min(settings.batch_size, 4 * settings.pdf_processes))
+
+    requests_topic = app.topic(
+        settings.topic(ATTESTATION_REQUESTS), key_type=bytes, value_type=bytes, allow_empty=True
+    )
+    rotate_topic = app.topic(
+        settings.topic(ACCESS_CODES_ROTATE), key_type=bytes, value_type=bytes, allow_empty=True
+    )
+
+    @app.agent(requests_topic, name="attestation_requests")
+    async def attestation_requests(stream: Any) -> AsyncIterator[AttestationReport]:
+        async for events in stream.take_events(batch, settings.batch_within):
+            records = [raw_record(ATTESTATION_REQUESTS, e) for e in events]
+            yield await with_retries("batch of attestation requests", service.process, records)
+
+    @app.agent(rotate_topic, name="access_codes_rotate")
+    async def access_codes_rotate(stream: Any) -> AsyncIterator[int]:
+        async for event in stream.events():
+            record = raw_record(ACCESS_CODES_ROTATE, event)
+            yield await with_retries("access-code rotation", _rotate, record)
+
+    async def _rotate(record: RawRecord) -> int:
+        pool = await state.pool()
+        try:
+            command = AccessCodeRotation.model_validate_json(record.value or b"")
+        except ValidationError as error:
+            reason = describe_validation_error(error)
+            return await reject_records(pool, settings, [(record, reason)], state.clock())
+        current = month_start(settings.today_in_brussels(state.clock()))
+        if month_start(command.month) < current:
+            log.info("skipping the rotation of past month %s", f"{command.month:%Y-%m}")
+            return 0
+        return await rotate_partition(pool, codes, command, state.clock())
+
+    async def publish_month(month: date, *, skip: Collection[int] = ()) -> None:
+        for attempt in range(5):
+            try:
+                sent = await publish_rotation(settings, month, state.clock(), skip=skip)
+            except Exception as error:  # broker hiccup: try again, codes come on demand anyway
+                log.warning("publishing the %s code rotation failed: %s", f"{month:%Y-%m}", error)
+                await asyncio.sleep(2**attempt)
+                continue
+            if sent:
+                log.info("published the %s code rotation to partitions %s", f"{month:%Y-%m}", sent)
+            return
+        log.error("gave up publishing the %s code rotation", f"{month:%Y-%m}")
+
+    @app.crontab("0 0 1 * *", timezone=BRUSSELS, on_leader=True)
+    async def monthly_rotation() -> None:
+        # A minute ahead: a timer waking a hair before midnight must still name the new month.
+        moment = state.clock() + timedelta(minutes=1)
+        await publish_month(month_start(settings.today_in_brussels(moment)))
+
+    async def catch_up_rotation() -> None:
+        """Rotate now if this worker (or every worker) was down when the month began."""
+        month = month_start(settings.today_in_brussels(state.clock()))
+        try:
+            pool = await state.pool()
+            async with pool.acquire() as conn:
+                done = await queries.rotated_partitions(conn, month)
+        except (OSError, asyncpg.PostgresError) as error:
+            log.warning("could not check this month's code rotation: %s", error)
+            return
+        await publish_month(month, skip=done)
+
+    async def warm_pdf_renderer() -> None:
+        try:
+            await renderer.warm_up()
+        except Exception:
+            log.exception("PDF renderer warm-up failed; rendering will retry per request")
+
+    async def purge_lookup_failures() -> None:
+        window = timedelta(seconds=settings.lookup_failure_window_seconds)
+        try:
+            pool = await state.pool()
+            async with pool.acquire() as conn:
+                await queries.purge_failures(conn, state.clock() - window)
+        except (OSError, asyncpg.PostgresError) as error:
+            log.warning("could not purge old look-up failures: %s", error)
+
+    async def stop_renderer(_sender: Any, **_kwargs: Any) -> None:
+        await asyncio.to_thread(renderer.close)
+
+    app.task(catch_up_rotation)
+    app.task(warm_pdf_renderer)
+    app.timer(interval=300.0)(purge_lookup_failures)
+    # (mode's handler type does not admit an ``async def``; the signal awaits it anyway.)
+    shutdown_signal: Any = app.on_before_shutdown
+    shutdown_signal.connect(stop_renderer)
+
+
+__all__ = [
+    "AccessCodes",
+    "AttestationService",
+    "MonthCode",
+    "attestation_years",
+    "code_valid_on",
+    "partition_of",
+    "publish_rotation",
+    "register_agents",
+    "rotate_partition",
+    "rotation_commands",
+    "year_refusal",
+]

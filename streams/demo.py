@@ -1,9 +1,306 @@
-"""``studentwork demo`` (to be written)."""
+"""``studentwork demo``: the whole system on the embedded default, with a simulated year.
+
+Starts local Kafka and PostgreSQL (or uses ``KAFKA_BOOTSTRAP`` / ``DATABASE_URL``),
+migrates, runs the worker (agents, relay, API) and the eBox consumer as child processes,
+feeds a simulated year, prints what happened and a ready-to-paste ``curl``, then serves
+the API until Ctrl-C and stops everything it started.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True)
 
 
 def register(cli: typer.Typer) -> None:
     """Add the demo command."""
+    cli.command()(demo)
+
+
+def demo(
+    students: Annotated[int, typer.Option(help="Students in the simulated year.")] = 3000,
+    seed: Annotated[int, typer.Option(help="Simulation seed (same seed, same year).")] = 2026,
+    port: Annotated[int, typer.Option(help="Port of the HTTP API.")] = 6066,
+    exit_after_feed: Annotated[
+        bool, typer.Option(help="Stop after the summary instead of serving the API.")
+    ] = False,
+) -> None:
+    """Run the whole system locally on a simulated year, then serve the API until Ctrl-C."""
+    from infra import MissingTool, local_services
+
+    started = time.monotonic()
+    try:
+        with local_services(log=lambda line: console.print(f"[dim]{line}[/dim]")) as services:
+            console.print(
+                f"[bold]services[/bold] Kafka {services.kafka_bootstrap}, "
+                f"PostgreSQL {services.database_url} ({time.monotonic() - started:.1f} s)"
+            )
+            with tempfile.TemporaryDirectory(prefix="studentwork-demo-") as workdir:
+                _run(
+                    services.kafka_bootstrap,
+                    services.database_url,
+                    Path(workdir),
+                    students=students,
+                    seed=seed,
+                    port=port,
+                    exit_after_feed=exit_after_feed,
+                )
+    except MissingTool as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from error
+
+
+def _demo_env(kafka: str, database: str, port: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP": kafka,
+        "DATABASE_URL": database,
+        # Simulated submissions carry their simulated moment as the record timestamp.
+        "STUDENTWORK_INPUT_TIMESTAMP_TYPE": "CreateTime",
+        "STUDENTWORK_WEB_PORT": str(port),
+        "STUDENTWORK_LOG_LEVEL": os.environ.get("STUDENTWORK_LOG_LEVEL", "warning"),
+    }
+
+
+@contextlib.contextmanager
+def _child(
+    name: str, args: list[str], env: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams", *args], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        console.print(f"[dim]{name} stopped[/dim]")
+
+
+def _wait_for(
+    predicate: Any, what: str, timeout: float, proc: subprocess.Popen[bytes], log: Path
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what}: process exited; log:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    raise TimeoutError(f"{what}: not ready after {timeout:.0f} s; log in {log}")
+
+
+def _run(
+    kafka: str,
+    database: str,
+    workdir: Path,
+    *,
+    students: int,
+    seed: int,
+    port: int,
+    exit_after_feed: bool,
+) -> None:
+    from streams.cli import prepare
+    from streams.settings import Settings
+
+    env = _demo_env(kafka, database, port)
+    settings = Settings(
+        kafka_bootstrap=kafka,
+        database_url=database,
+        input_timestamp_type="CreateTime",
+        web_port=port,
+    )
+    asyncio.run(prepare(settings))
+    worker_log = workdir / "worker.log"
+    # Faust prints readiness at info level; the demo reads it from the log.
+    with (
+        _child(
+            "worker", ["worker"], {**env, "STUDENTWORK_LOG_LEVEL": "info"}, worker_log
+        ) as worker,
+        _child("eBox consumer", ["ebox"], env, workdir / "ebox.log"),
+    ):
+        _wait_for(
+            lambda: "Worker]: Ready" in worker_log.read_text(errors="replace"),
+            "worker",
+            120,
+            worker,
+            worker_log,
+        )
+        console.print(
+            f"[bold]worker[/bold] ready, API on http://127.0.0.1:{port} (logs in {workdir})"
+        )
+        fed = asyncio.run(_feed(settings, students=students, seed=seed))
+        asyncio.run(_wait_until_applied(settings, fed, worker, worker_log))
+        summary = asyncio.run(_summary(settings))
+        _print_summary(summary, fed)
+        token_for = summary["example_student"]
+        if token_for:
+            from streams.web.auth import Role, mint_token
+
+            token = mint_token(settings, Role.STUDENT, token_for)
+            console.print("\n[bold]Try the API[/bold] (token valid one hour):")
+            print(
+                f"curl -s -H 'Authorization: Bearer {token}' http://127.0.0.1:{port}/v1/me/balance"
+            )
+        if exit_after_feed:
+            return
+        console.print("\n[bold]Serving[/bold]; Ctrl-C stops every process the demo started.")
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+
+
+async def _feed(settings: Any, *, students: int, seed: int) -> int:
+    """Publish the simulated current year up to now; return how many records were published."""
+    from rich.progress import Progress
+
+    from producers.simulator import generate, publish_records
+
+    year = datetime.now(UTC).year
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    with Progress(console=console) as progress:
+        task = progress.add_task(f"feeding {year} ({students} students)", total=None)
+        # The rest of the year has not been declared yet.
+        records = generate(year, students, seed, until_ms=now_ms)
+        sent = await publish_records(
+            records, settings, on_sent=lambda n: progress.update(task, completed=n)
+        )
+        progress.update(task, completed=sent, total=sent)
+    return sent
+
+
+async def _wait_until_applied(
+    settings: Any, fed: int, worker: subprocess.Popen[bytes], log: Path
+) -> None:
+    import asyncpg
+    from rich.progress import Progress
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        with Progress(console=console) as progress:
+            task = progress.add_task("applying", total=fed)
+            while True:
+                done = await conn.fetchval(
+                    "SELECT count(*) FROM applied_events WHERE event_id NOT LIKE 'quota:%'"
+                )
+                backlog = await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+                progress.update(task, completed=min(done, fed))
+                if done >= fed and backlog == 0:
+                    return
+                if worker.poll() is not None:
+                    raise RuntimeError(f"worker exited; see its log in {log}")
+                await asyncio.sleep(0.5)
+    finally:
+        await conn.close()
+
+
+async def _summary(settings: Any) -> dict[str, Any]:
+    import asyncpg
+    from aiokafka import AIOKafkaConsumer
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        over = await conn.fetchval("SELECT count(*) FROM balances WHERE used > quota")
+        students = await conn.fetchval("SELECT count(DISTINCT ssin) FROM balances")
+        top = await conn.fetch(
+            "SELECT ssin, year, quota, used, remaining FROM balances ORDER BY used DESC LIMIT 5"
+        )
+        example = await conn.fetchval(
+            "SELECT ssin FROM balances WHERE used BETWEEN 100 AND quota ORDER BY ssin LIMIT 1"
+        )
+    finally:
+        await conn.close()
+
+    statuses: Counter[str] = Counter()
+    actions: Counter[str] = Counter()
+    letters: list[str] = []
+    consumer = AIOKafkaConsumer(
+        settings.topic("dimona.acks"),
+        settings.topic("declarations.rejected"),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    try:
+        idle = 0
+        while idle < 3:
+            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            idle = 0 if batch else idle + 1
+            for tp, records in batch.items():
+                for r in records:
+                    body = json.loads(r.value)
+                    if tp.topic.endswith("dimona.acks"):
+                        statuses[body["status"]] += 1
+                        actions[body["action"]] += 1
+                    else:
+                        letters.append(body["reason"])
+    finally:
+        await consumer.stop()
+    return {
+        "over": over,
+        "students": students,
+        "top": [dict(r) for r in top],
+        "example_student": example,
+        "statuses": statuses,
+        "actions": actions,
+        "letters": letters,
+    }
+
+
+def _print_summary(summary: dict[str, Any], fed: int) -> None:
+    table = Table(title=f"{fed} records fed")
+    table.add_column("answers")
+    table.add_column("count", justify="right")
+    for status, label in [
+        ("A", "A accepted"),
+        ("W", "W accepted with warning"),
+        ("B", "B refused"),
+    ]:
+        table.add_row(label, str(summary["statuses"].get(status, 0)))
+    for action, count in sorted(summary["actions"].items()):
+        table.add_row(f"  {action}", str(count))
+    console.print(table)
+    console.print(
+        f"students with a balance: {summary['students']}, over the quota: {summary['over']}"
+    )
+    top = Table(title="top balances")
+    for col in ("SSIN", "year", "quota", "used", "remaining"):
+        top.add_column(col, justify="right")
+    for row in summary["top"]:
+        top.add_row(
+            row["ssin"],
+            str(row["year"]),
+            str(row["quota"]),
+            str(row["used"]),
+            str(row["remaining"]),
+        )
+    console.print(top)
+    letters = summary["letters"]
+    console.print(f"dead letters: {len(letters)}")
+    for reason, count in Counter(letters).most_common(8):
+        console.print(f"  {count} x {reason[:140]}")

@@ -1,0 +1,104 @@
+"""The pure rules of attestations and access codes: no broker, no database, no clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+
+from quota.access_codes import code_validity, is_code_valid_on
+from streams.attestation_pdf import format_day, format_ssin
+from streams.attestations import (
+    attestation_years,
+    code_valid_on,
+    partition_of,
+    rotation_commands,
+    year_refusal,
+)
+from tests.support import valid_ssin
+
+
+@pytest.mark.parametrize(
+    ("today", "years"),
+    [
+        (date(2026, 1, 1), (2026,)),
+        (date(2026, 6, 15), (2026,)),
+        (date(2026, 11, 30), (2026,)),
+        (date(2026, 12, 1), (2026, 2027)),
+        (date(2026, 12, 31), (2026, 2027)),
+        (date(2027, 1, 1), (2027,)),
+    ],
+)
+def test_years_that_can_be_attested(today: date, years: tuple[int, ...]) -> None:
+    assert attestation_years(today) == years
+
+
+def test_next_year_is_refused_on_30_november_with_the_date_it_opens() -> None:
+    reason = year_refusal(2027, date(2026, 11, 30))
+    assert reason is not None
+    assert "1 December 2026" in reason
+    assert year_refusal(2027, date(2026, 12, 1)) is None
+    assert year_refusal(2026, date(2026, 12, 1)) is None
+
+
+@pytest.mark.parametrize("year", [2025, 2028, 1999])
+def test_other_years_are_refused_with_a_reason(year: int) -> None:
+    reason = year_refusal(year, date(2026, 12, 1))
+    assert reason is not None
+    assert str(year) in reason
+    assert "2026 or 2027" in reason
+
+
+def test_a_code_is_valid_three_months_from_its_month_start_and_not_a_day_more() -> None:
+    # Issued any day of November 2026: valid 1 November 2026 up to and including 31 January.
+    valid_from, valid_until = code_validity(date(2026, 11, 30), 3)
+    assert (valid_from, valid_until) == (date(2026, 11, 1), date(2027, 1, 31))
+    assert not code_valid_on(valid_from, valid_until, date(2026, 10, 31))
+    assert code_valid_on(valid_from, valid_until, date(2026, 11, 1))
+    assert code_valid_on(valid_from, valid_until, date(2027, 1, 31))
+    assert not code_valid_on(valid_from, valid_until, date(2027, 2, 1))
+    # The stored window and the calendar rule agree on every day around it.
+    day = date(2026, 10, 1)
+    while day < date(2027, 3, 1):
+        assert code_valid_on(valid_from, valid_until, day) == is_code_valid_on(
+            date(2026, 11, 1), day, 3
+        )
+        day += timedelta(days=1)
+
+
+def test_validity_is_configurable() -> None:
+    assert code_validity(date(2026, 12, 5), 1) == (date(2026, 12, 1), date(2026, 12, 31))
+    assert code_validity(date(2026, 12, 5), 2) == (date(2026, 12, 1), date(2027, 1, 31))
+
+
+def test_partition_of_is_kafkas_default_partitioner() -> None:
+    partitioner = DefaultPartitioner()
+    for serial in range(1, 400, 7):
+        ssin = valid_ssin("030405", serial)
+        for partitions in (1, 2, 3, 8, 12):
+            expected = partitioner(ssin.encode(), list(range(partitions)), [])
+            assert partition_of(ssin, partitions) == expected
+
+
+def test_partition_of_spreads_students() -> None:
+    counts = [0] * 8
+    for serial in range(1, 998, 2):
+        counts[partition_of(valid_ssin("020202", serial), 8)] += 1
+    assert min(counts) > 30
+
+
+def test_rotation_commands_one_per_partition_with_stable_ids() -> None:
+    now = datetime(2026, 12, 1, 0, 0, tzinfo=UTC)
+    commands = rotation_commands(date(2026, 12, 17), 4, now)
+    assert [c.partition for c in commands] == [0, 1, 2, 3]
+    assert {c.month for c in commands} == {date(2026, 12, 1)}
+    assert {c.partitions for c in commands} == {4}
+    assert len({c.event_id for c in commands}) == 4
+    assert commands == rotation_commands(date(2026, 12, 1), 4, now)
+    assert [c.partition for c in rotation_commands(date(2026, 12, 1), 4, now, [3, 1])] == [1, 3]
+
+
+def test_printed_forms() -> None:
+    assert format_ssin("93051822361") == "93.05.18-223.61"
+    assert format_day(date(2027, 1, 31)) == "31/01/2027"
