@@ -49,6 +49,14 @@ class Settings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_QUOTA_HOURS),
         description='Quota per year, JSON, e.g. {"2025": 650}; merged over the defaults.',
     )
+    session_timeout_seconds: float = Field(
+        30.0,
+        ge=6,
+        description=(
+            "How long the broker waits for a silent worker before handing its partitions "
+            "to another (a killed worker's partitions stall this long)."
+        ),
+    )
     relay_in_worker: bool = Field(True, description="Run the outbox relay inside the worker.")
     relay_batch: int = Field(2000, ge=1)
     relay_poll_seconds: float = Field(1.0, gt=0, description="Fallback when NOTIFY is missed.")

@@ -72,6 +72,8 @@ class Pipeline:
             "STUDENTWORK_RELAY_POLL_SECONDS": "0.2",
             "STUDENTWORK_WEB_PORT": str(self.web_port),
             "STUDENTWORK_LOG_LEVEL": "info",
+            # A SIGKILLed worker's partitions move to its successor after this long.
+            "STUDENTWORK_SESSION_TIMEOUT_SECONDS": "8",
             **self.extra_env,
         }
 
