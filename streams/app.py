@@ -89,10 +89,12 @@ async def with_retries(what: str, work: Callable[..., Awaitable[T]], *args: Any)
 
 def create_app(settings: Settings, *, clock: Clock = utc_now) -> tuple[faust.App, WorkerState]:
     """The faust app with its agents, and the shared state they use."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
         store="memory://",
+        datadir=str(settings.data_dir / f"{settings.app_id}-data"),
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=settings.partitions,

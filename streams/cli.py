@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import signal
@@ -227,8 +226,7 @@ def services() -> None:
         typer.echo(f"export KAFKA_BOOTSTRAP={running.kafka_bootstrap}")
         typer.echo(f"export DATABASE_URL={running.database_url}")
         typer.echo("# running; Ctrl-C stops both", err=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        wait_for_stop_signal()
 
 
 def _register_package_commands() -> None:
@@ -242,6 +240,17 @@ def _register_package_commands() -> None:
 
 
 _register_package_commands()
+
+
+def wait_for_stop_signal() -> None:
+    """Block until SIGINT or SIGTERM, so the caller's clean-up always runs."""
+    stop = {signal.SIGINT, signal.SIGTERM}
+    # Blocked first, so the signals queue for sigwait instead of killing the process.
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)
+    try:
+        signal.sigwait(stop)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop)
 
 
 def main() -> None:

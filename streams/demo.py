@@ -153,8 +153,9 @@ def _run(
         console.print(
             f"[bold]worker[/bold] ready, API on http://127.0.0.1:{port} (logs in {workdir})"
         )
-        fed = asyncio.run(_feed(settings, students=students, seed=seed))
-        asyncio.run(_wait_until_applied(settings, fed, worker, worker_log))
+        fed = asyncio.run(
+            _feed(settings, students=students, seed=seed, worker=worker, log=worker_log)
+        )
         summary = asyncio.run(_summary(settings))
         _print_summary(summary, fed)
         token_for = summary["example_student"]
@@ -169,52 +170,55 @@ def _run(
         if exit_after_feed:
             return
         console.print("\n[bold]Serving[/bold]; Ctrl-C stops every process the demo started.")
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        from streams.cli import wait_for_stop_signal
+
+        wait_for_stop_signal()
 
 
-async def _feed(settings: Any, *, students: int, seed: int) -> int:
-    """Publish the simulated current year up to now; return how many records were published."""
+_WEEK_MS = 7 * 24 * 3600 * 1000
+
+
+async def _feed(
+    settings: Any, *, students: int, seed: int, worker: subprocess.Popen[bytes], log: Path
+) -> int:
+    """Publish the simulated current year up to now, a week at a time; return the count.
+
+    Dimona and DmfA travel on two topics that the worker consumes side by side; in real
+    time they are weeks apart, but a year replayed in one burst could let a quarter's DmfA
+    overtake that quarter's last updates. Feeding week by week, each week applied before
+    the next is sent, keeps the order real traffic has.
+    """
+    import asyncpg
     from rich.progress import Progress
 
     from producers.simulator import generate, publish_records
 
     year = datetime.now(UTC).year
     now_ms = int(datetime.now(UTC).timestamp() * 1000)
-    with Progress(console=console) as progress:
-        task = progress.add_task(f"feeding {year} ({students} students)", total=None)
-        # The rest of the year has not been declared yet.
-        records = generate(year, students, seed, until_ms=now_ms)
-        sent = await publish_records(
-            records, settings, on_sent=lambda n: progress.update(task, completed=n)
-        )
-        progress.update(task, completed=sent, total=sent)
-    return sent
-
-
-async def _wait_until_applied(
-    settings: Any, fed: int, worker: subprocess.Popen[bytes], log: Path
-) -> None:
-    import asyncpg
-    from rich.progress import Progress
-
+    # The rest of the year has not been declared yet.
+    records = list(generate(year, students, seed, until_ms=now_ms))
+    weeks: dict[int, list[Any]] = {}
+    for record in records:
+        weeks.setdefault(record.timestamp_ms // _WEEK_MS, []).append(record)
     conn = await asyncpg.connect(settings.database_url)
+    sent = 0
     try:
         with Progress(console=console) as progress:
-            task = progress.add_task("applying", total=fed)
+            task = progress.add_task(f"feeding {year} ({students} students)", total=len(records))
+            for week in sorted(weeks):
+                sent += await publish_records(weeks[week], settings)
+                while await conn.fetchval("SELECT count(*) FROM applied_events") < sent:
+                    if worker.poll() is not None:
+                        raise RuntimeError(f"worker exited; see its log in {log}")
+                    await asyncio.sleep(0.05)
+                progress.update(task, completed=sent)
             while True:
-                done = await conn.fetchval(
-                    "SELECT count(*) FROM applied_events WHERE event_id NOT LIKE 'quota:%'"
-                )
-                backlog = await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
-                progress.update(task, completed=min(done, fed))
-                if done >= fed and backlog == 0:
-                    return
-                if worker.poll() is not None:
-                    raise RuntimeError(f"worker exited; see its log in {log}")
-                await asyncio.sleep(0.5)
+                if not await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL"):
+                    break
+                await asyncio.sleep(0.1)
     finally:
         await conn.close()
+    return sent
 
 
 async def _summary(settings: Any) -> dict[str, Any]:

@@ -7,8 +7,10 @@ at existing services and follow the usual conventions: ``KAFKA_BOOTSTRAP`` and
 
 from __future__ import annotations
 
+import tempfile
 from datetime import date, datetime
 from functools import cached_property
+from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
@@ -60,6 +62,10 @@ class Settings(BaseSettings):
     relay_in_worker: bool = Field(True, description="Run the outbox relay inside the worker.")
     relay_batch: int = Field(2000, ge=1)
     relay_poll_seconds: float = Field(1.0, gt=0, description="Fallback when NOTIFY is missed.")
+    data_dir: Path = Field(
+        default_factory=lambda: Path(tempfile.gettempdir()) / "studentwork",
+        description="Where faust keeps its local files (nothing of record is kept there).",
+    )
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     log_level: str = "info"
