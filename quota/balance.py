@@ -95,6 +95,7 @@ class _Group:
     quarter: int
     periods: list[Period]
     report: WageReport | None
+    rank: int = 0
 
     def joint_commission(self) -> str | None:
         for period in sorted(self.periods, key=lambda p: p.accepted_seq):
@@ -102,8 +103,8 @@ class _Group:
                 return period.joint_commission
         return None
 
-    def rank(self) -> int:
-        ranks = [p.accepted_seq for p in self.periods if p.in_force and not p.late]
+    def compute_rank(self) -> int:
+        ranks = [p.accepted_seq for p in self.periods if p.counts]
         if self.report is not None:
             # A DmfA with no declaration of its own before it queues at its arrival; a
             # declaration sent after it must not move it back in the queue.
@@ -113,23 +114,36 @@ class _Group:
         return min((p.accepted_seq for p in self.periods), default=0)
 
 
-def compute_balance(ledger: StudentLedger, year: int, rules: QuotaRules) -> Balance:
-    """The balance of ``ledger`` for ``year`` under ``rules``."""
+@dataclass
+class _Allocation:
+    quota: int
+    ordered: list[_Group]
+    neutralised: dict[tuple[str, int], int]
+    reduced_by: dict[tuple[str, int] | str, int]
+    ordinary_by: dict[tuple[str, int] | str, int]
+
+
+def _allocate(ledger: StudentLedger, year: int, rules: QuotaRules) -> _Allocation:
+    """Walk the year's queue once: reduced and ordinary hours per group and per period."""
     groups: dict[tuple[str, int], _Group] = {}
     for period in ledger.periods.values():
         if period.year != year:
             continue
         key = (period.employer, period.quarter)
-        group = groups.setdefault(key, _Group(period.employer, period.quarter, [], None))
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = _Group(period.employer, period.quarter, [], None)
         group.periods.append(period)
     for (employer, report_year, quarter), report in ledger.wage_reports.items():
         if report_year != year:
             continue
         group = groups.setdefault((employer, quarter), _Group(employer, quarter, [], None))
         group.report = report
+    for group in groups.values():
+        group.rank = group.compute_rank()
 
     quota = rules.quota(year)
-    ordered = sorted(groups.values(), key=lambda g: (g.rank(), g.employer, g.quarter))
+    ordered = sorted(groups.values(), key=lambda g: (g.rank, g.employer, g.quarter))
 
     # Neutralised hours per group, first hours of the student's quarter first.
     neutralised: dict[tuple[str, int], int] = defaultdict(int)
@@ -153,45 +167,86 @@ def compute_balance(ledger: StudentLedger, year: int, rules: QuotaRules) -> Bala
     for group in ordered:
         key = (group.employer, group.quarter)
         if group.report is not None:
-            queue.append((group.rank(), group.report.hours_worked, key, None))
+            queue.append((group.rank, group.report.hours_worked, key, None))
             continue
         for p in group.periods:
-            if p.in_force and not p.late:
+            if p.counts:
                 queue.extend((t.seq, t.hours, key, p.period_id) for t in p.tranches)
     queue.sort(key=lambda item: (item[0], item[2], item[3] or ""))
 
     room = quota
-    skip = dict(neutralised)
+    skip = dict(neutralised) if neutralised else None
     reduced_by: dict[tuple[str, int] | str, int] = defaultdict(int)
     ordinary_by: dict[tuple[str, int] | str, int] = defaultdict(int)
     for _rank, hours, key, period_id in queue:
-        skipped = min(skip.get(key, 0), hours)
-        skip[key] = skip.get(key, 0) - skipped
-        hours -= skipped
-        reduced = min(hours, room)
+        if skip:
+            skipped = min(skip.get(key, 0), hours)
+            skip[key] = skip.get(key, 0) - skipped
+            hours -= skipped
+        reduced = hours if hours <= room else room
         room -= reduced
-        for target in (key, period_id):
-            if target is not None:
-                reduced_by[target] += reduced
-                ordinary_by[target] += hours - reduced
+        reduced_by[key] += reduced
+        ordinary_by[key] += hours - reduced
+        if period_id is not None:
+            reduced_by[period_id] += reduced
+            ordinary_by[period_id] += hours - reduced
+    return _Allocation(quota, ordered, neutralised, reduced_by, ordinary_by)
 
+
+def compute_balance(ledger: StudentLedger, year: int, rules: QuotaRules) -> Balance:
+    """The balance of ``ledger`` for ``year`` under ``rules``."""
+    allocation = _allocate(ledger, year, rules)
+    quota, ordered, neutralised = allocation.quota, allocation.ordered, allocation.neutralised
+    reduced_by, ordinary_by = allocation.reduced_by, allocation.ordinary_by
     terms = [
-        _term(g, neutralised[(g.employer, g.quarter)], reduced_by, ordinary_by) for g in ordered
+        _term(g, neutralised.get((g.employer, g.quarter), 0), reduced_by, ordinary_by)
+        for g in ordered
     ]
 
-    used = sum(t.counted_hours for t in terms)
-    late_hours = sum(t.late_hours for t in terms)
+    used = 0
+    reduced_total = ordinary_total = neutralised_total = late_total = 0
+    for t in terms:
+        used += t.hours - t.neutralised_hours
+        reduced_total += t.reduced_hours
+        ordinary_total += t.ordinary_hours
+        neutralised_total += t.neutralised_hours
+        late_total += t.late_hours
     return Balance(
         ssin=ledger.ssin,
         year=year,
         quota=quota,
         used=used,
         remaining=max(0, quota - used),
-        reduced_hours=sum(t.reduced_hours for t in terms),
-        ordinary_hours=sum(t.ordinary_hours for t in terms),
-        neutralised_hours=sum(t.neutralised_hours for t in terms),
-        late_hours=late_hours,
+        reduced_hours=reduced_total,
+        ordinary_hours=ordinary_total,
+        neutralised_hours=neutralised_total,
+        late_hours=late_total,
         terms=tuple(terms),
+    )
+
+
+@dataclass(frozen=True)
+class PeriodAllocation:
+    """How one period's hours stand in its year's queue (what an answer needs)."""
+
+    quota: int
+    counted: bool
+    reduced_hours: int
+    ordinary_hours: int
+
+
+def allocate_period(ledger: StudentLedger, period: Period, rules: QuotaRules) -> PeriodAllocation:
+    """The reduced and ordinary hours of one period, without building the whole balance."""
+    allocation = _allocate(ledger, period.year, rules)
+    report = ledger.wage_reports.get((period.employer, period.year, period.quarter))
+    counted = report is None and period.counts
+    if not counted:
+        return PeriodAllocation(allocation.quota, False, 0, 0)
+    return PeriodAllocation(
+        allocation.quota,
+        True,
+        allocation.reduced_by.get(period.period_id, 0),
+        allocation.ordinary_by.get(period.period_id, 0),
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import date
 
-from quota.balance import Balance, compute_balance
+from quota.balance import PeriodAllocation, allocate_period, compute_balance
 from quota.calendar import same_quarter
 from quota.ledger import (
     STUDENT_WORKER_TYPE,
@@ -80,7 +80,6 @@ def _declare(ledger: StudentLedger, cmd: DeclarePeriod, rules: QuotaRules) -> De
         return problem
 
     late = is_late(cmd.start, cmd.received_at)
-    before = compute_balance(ledger, cmd.start.year, rules)
     period = Period(
         period_id=period_id_for(cmd.event_id),
         employer=cmd.employer,
@@ -112,14 +111,22 @@ def _declare(ledger: StudentLedger, cmd: DeclarePeriod, rules: QuotaRules) -> De
             cmd.planned_hours,
             frozenset({period.year}),
         )
-    after = compute_balance(ledger, period.year, rules)
-    return _answer_for_hours(period, before, after, cmd.planned_hours)
+    # A new period is the last in the queue, so its allocation after tells everything.
+    after = allocate_period(ledger, period, rules)
+    return _answer_for_hours(period, None, after, cmd.planned_hours)
 
 
-def _answer_for_hours(period: Period, before: Balance, after: Balance, added: int) -> Decision:
-    share = after.share_of(period.period_id)
+def _answer_for_hours(
+    period: Period,
+    before: PeriodAllocation | None,
+    after: PeriodAllocation,
+    added: int,
+    left_before: int | None = None,
+) -> Decision:
+    """The answer once ``added`` hours joined ``period``; ``before`` for a changed period."""
+    share = after
     years = frozenset({period.year})
-    if share is None or not share.counted:
+    if not share.counted:
         text = (
             f"the quarterly declaration (DmfA) of {period.year} Q{period.quarter} has already "
             "been received: its actual hours count instead of the planned ones"
@@ -128,13 +135,14 @@ def _answer_for_hours(period: Period, before: Balance, after: Balance, added: in
         return Decision(Status.WARNING, (anomaly,), period.period_id, 0, 0, years)
     # Only the hours this command added can newly exceed the quota: the ordinary hours its
     # period has now beyond those it had before (neutralised hours never exceed it).
-    previous = before.share_of(period.period_id)
-    already = previous.ordinary_hours if previous is not None and previous.counted else 0
+    already = before.ordinary_hours if before is not None and before.counted else 0
     exceeding = max(0, share.ordinary_hours - already) if added > 0 else 0
     if exceeding:
+        # A new period exceeding the quota took exactly the room that was left.
+        left = left_before if left_before is not None else share.reduced_hours
         text = (
-            f"exceeding {exceeding} hours: {before.remaining} hours were left in the "
-            f"{period.year} student quota of {after.quota}; the {exceeding} hours above it "
+            f"exceeding {exceeding} hours: {left} hours were left in the "
+            f"{period.year} student quota of {share.quota}; the {exceeding} hours above it "
             "are at ordinary contributions"
         )
         anomaly = Anomaly(AnomalyCode.QUOTA_EXCEEDED, text, exceeding)
@@ -200,15 +208,17 @@ def _update(ledger: StudentLedger, cmd: UpdatePeriod, rules: QuotaRules) -> Deci
     if problem:
         return replace(problem, period_id=pid)
 
-    before = compute_balance(ledger, period.year, rules)
+    before_balance = compute_balance(ledger, period.year, rules)
+    before = allocate_period(ledger, period, rules)
     delta = cmd.planned_hours - period.planned_hours
     if delta > 0:
         tranches = (*period.tranches, Tranche(ledger.take_seq(), delta))
     else:
         tranches = _shrink(period.tranches, -delta)
     ledger.put_period(replace(period, end=cmd.end, tranches=tranches))
-    after = compute_balance(ledger, period.year, rules)
-    return _answer_for_hours(ledger.periods[pid], before, after, max(0, delta))
+    changed = ledger.periods[pid]
+    after = allocate_period(ledger, changed, rules)
+    return _answer_for_hours(changed, before, after, max(0, delta), before_balance.remaining)
 
 
 def _shrink(tranches: tuple[Tranche, ...], hours: int) -> tuple[Tranche, ...]:
@@ -251,8 +261,9 @@ def _report_wages(ledger: StudentLedger, cmd: ReportWages) -> Decision:
         seq=previous.seq if previous else ledger.take_seq(),
     )
     ledger.put_report(report)
+    # A cancelled declaration was withdrawn: hours reported for it are undeclared work.
     declared = any(
-        p.employer == cmd.employer and p.year == cmd.year and p.quarter == cmd.quarter
+        p.in_force and (p.employer, p.year, p.quarter) == (cmd.employer, cmd.year, cmd.quarter)
         for p in ledger.periods.values()
     )
     years = frozenset({cmd.year})

@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
+from functools import cached_property
 
 from quota.calendar import brussels_date, quarter_of
 
@@ -108,25 +109,31 @@ class Period:
     using_employer: str | None = None
     cancelled: bool = False
 
-    @property
+    # Cached: the balance reads these for every period of a student at every command.
+    @cached_property
     def planned_hours(self) -> int:
         return sum(t.hours for t in self.tranches)
 
-    @property
+    @cached_property
     def accepted_seq(self) -> int:
         return self.tranches[0].seq
 
-    @property
+    @cached_property
     def year(self) -> int:
         return self.start.year
 
-    @property
+    @cached_property
     def quarter(self) -> int:
         return quarter_of(self.start)
 
     @property
     def in_force(self) -> bool:
         return not self.cancelled
+
+    @cached_property
+    def counts(self) -> bool:
+        """In force and on time: its planned hours count while no DmfA replaces them."""
+        return not self.cancelled and not self.late
 
 
 @dataclass(frozen=True)

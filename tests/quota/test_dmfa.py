@@ -151,6 +151,28 @@ def test_dmfa_without_a_declaration_counts_with_a_warning() -> None:
     assert (balance.used, balance.remaining) == (40, 610)
 
 
+def test_dmfa_after_the_only_declaration_was_cancelled_is_undeclared_work() -> None:
+    # Regression: a cancelled declaration used to count as "declared".
+    student = Student()
+    _july_30(student)
+    student.do(cancel("c", EMPLOYER_A, "a"))
+    decision = student.do(dmfa("w", EMPLOYER_A, 2026, 3, 12))
+    assert decision.status is Status.WARNING
+    assert [(a.code, a.hours) for a in decision.anomalies] == [
+        (AnomalyCode.DMFA_WITHOUT_DECLARATION, 12)
+    ]
+    assert student.balance(2026).used == 12
+
+
+def test_dmfa_after_a_late_declaration_is_declared_work() -> None:
+    student = Student()
+    student.do(
+        declare("a", EMPLOYER_A, JULY_1, JULY_31, 30, received_at=brussels(date(2026, 7, 3)))
+    )
+    decision = student.do(dmfa("w", EMPLOYER_A, 2026, 3, 12))
+    assert (decision.status, decision.anomalies) == (Status.ACCEPTED, ())
+
+
 @pytest.mark.parametrize(
     ("command", "code"),
     [

@@ -48,10 +48,13 @@ from tests.quota.builders import (
     ledger_state,
 )
 
-RULES = QuotaRules()
+#: The default rules with smaller quotas, so that random streams often go beyond them.
+RULES = QuotaRules().with_overrides({2021: 300, 2022: 300, 2026: 300})
 SSINS = ("93051822361", "85073003328", "01020300167")
 EMPLOYERS = (EMPLOYER_A, EMPLOYER_B, EMPLOYER_C)
-YEARS = (2021, 2022, 2026)
+#: 2026 (no neutralised quarter, where the queue is checked against an independent
+#: reading) comes up half of the time.
+YEARS = (2021, 2022, 2026, 2026)
 SECTORS = (None, "318", "201")
 
 PROPERTY_SETTINGS = settings(max_examples=120, deadline=None, database=None)
@@ -63,11 +66,13 @@ Stream = list[tuple[str, Command]]
 
 
 @dataclass(frozen=True)
-class _Declared:
+class _Seen:
+    """A period declared, or a DmfA reported, earlier in the stream."""
+
     ssin: str
     employer: str
-    event_id: str
     start: date
+    event_id: str | None  # the declaring event; None for a DmfA
 
 
 def _rarely(draw: st.DrawFn) -> bool:
@@ -80,9 +85,9 @@ def _hours(draw: st.DrawFn) -> int:
     return draw(st.integers(1, 260))
 
 
-def _start(draw: st.DrawFn) -> date:
-    year = draw(st.sampled_from(YEARS))
-    quarter = draw(st.integers(1, 4))
+def _start(draw: st.DrawFn, year: int | None = None, quarter: int | None = None) -> date:
+    year = year or draw(st.sampled_from(YEARS))
+    quarter = quarter or draw(st.integers(1, 4))
     first, last = quarter_start(year, quarter), quarter_end(year, quarter)
     return first + timedelta(days=draw(st.integers(0, (last - first).days)))
 
@@ -91,8 +96,7 @@ def _instant(draw: st.DrawFn, day: date) -> datetime:
     return datetime.combine(day, time(draw(st.integers(0, 23)), 30), tzinfo=UTC)
 
 
-def _declare(draw: st.DrawFn, event_id: str, employer: str) -> DeclarePeriod:
-    start = _start(draw)
+def _declare(draw: st.DrawFn, event_id: str, employer: str, start: date) -> DeclarePeriod:
     # Mostly within the quarter, sometimes before the start or into the next quarter.
     end = start + timedelta(days=draw(st.integers(-2, 45)))
     # Mostly before the first day of work, sometimes on it or after it (late).
@@ -113,53 +117,64 @@ def _declare(draw: st.DrawFn, event_id: str, employer: str) -> DeclarePeriod:
 @st.composite
 def streams(draw: st.DrawFn, max_size: int = 24) -> Stream:
     students = draw(st.lists(st.sampled_from(SSINS), min_size=1, max_size=3, unique=True))
-    declared: list[_Declared] = []
+    seen: list[_Seen] = []
     stream: Stream = []
     for index in range(draw(st.integers(1, max_size))):
         event_id = f"event-{index}"
-        ssin = draw(st.sampled_from(students))
         kind = draw(st.sampled_from(("declare", "declare", "update", "cancel", "dmfa")))
-        target = draw(st.sampled_from(declared)) if declared and not _rarely(draw) else None
-        if target is not None and not _rarely(draw):
-            ssin = target.ssin
+        # Updates and cancels mostly target a period declared earlier; declarations and
+        # DmfA lines are half of the time about a group (employer, quarter) seen earlier.
+        targeting = kind in ("update", "cancel")
+        candidates = [x for x in seen if x.event_id] if targeting else seen
+        about_seen = not _rarely(draw) if targeting else draw(st.booleans())
+        anchor = draw(st.sampled_from(candidates)) if candidates and about_seen else None
+        ssin = draw(st.sampled_from(students))
         employer = draw(st.sampled_from(EMPLOYERS))
-        if target is not None and not _rarely(draw):
-            employer = target.employer
-        period_id = period_id_for(target.event_id) if target else f"unknown-{index}"
-        start = target.start if target else _start(draw)
+        if anchor is not None and not _rarely(draw):
+            ssin = anchor.ssin
+        if anchor is not None and not _rarely(draw):
+            employer = anchor.employer
+        if anchor is not None:
+            start = _start(draw, anchor.start.year, quarter_of(anchor.start))
+        else:
+            start = _start(draw)
 
         command: Command
         if kind == "declare":
-            command = _declare(draw, event_id, employer)
-            declared.append(_Declared(ssin, employer, event_id, command.start))
-        elif kind == "update":
-            new_start = None
-            if draw(st.booleans()):
-                new_start = start + timedelta(days=draw(st.sampled_from((0, 0, 0, 1))))
-            command = UpdatePeriod(
-                event_id=event_id,
-                employer=employer,
-                period_id=period_id,
-                end=start + timedelta(days=draw(st.integers(-1, 40))),
-                planned_hours=_hours(draw),
-                received_at=_instant(draw, start),
-                start=new_start,
-            )
-        elif kind == "cancel":
-            command = CancelPeriod(event_id, employer, period_id, _instant(draw, start))
+            command = _declare(draw, event_id, employer, start)
+            seen.append(_Seen(ssin, employer, start, event_id))
+        elif kind in ("update", "cancel"):
+            if anchor is not None and anchor.event_id is not None:
+                period_id, start = period_id_for(anchor.event_id), anchor.start
+            else:
+                period_id = f"unknown-{index}"
+            if kind == "cancel":
+                command = CancelPeriod(event_id, employer, period_id, _instant(draw, start))
+            else:
+                new_start = None
+                if draw(st.booleans()):
+                    new_start = start + timedelta(days=draw(st.sampled_from((0, 0, 0, 1))))
+                command = UpdatePeriod(
+                    event_id=event_id,
+                    employer=employer,
+                    period_id=period_id,
+                    end=start + timedelta(days=draw(st.integers(-1, 40))),
+                    planned_hours=_hours(draw),
+                    received_at=_instant(draw, start),
+                    start=new_start,
+                )
         else:
-            year, quarter = start.year, quarter_of(start)
-            if _rarely(draw):
-                quarter = draw(st.sampled_from((0, 5)))
+            quarter = draw(st.sampled_from((0, 5))) if _rarely(draw) else quarter_of(start)
             command = ReportWages(
                 event_id=event_id,
                 employer=employer,
-                year=year,
+                year=start.year,
                 quarter=quarter,
                 hours_worked=draw(st.integers(-1, 300)) if _rarely(draw) else _hours(draw) + 3,
                 gross_wage_cents=-100 if _rarely(draw) else draw(st.integers(0, 500_000)),
                 received_at=_instant(draw, start + timedelta(days=100)),
             )
+            seen.append(_Seen(ssin, employer, start, None))
         stream.append((ssin, command))
     return stream
 
@@ -351,7 +366,7 @@ def _codes(anomalies: tuple[Anomaly, ...]) -> list[AnomalyCode]:
     return [a.code for a in anomalies]
 
 
-@PROPERTY_SETTINGS
+@settings(PROPERTY_SETTINGS, max_examples=300)
 @given(stream=streams(max_size=30))
 def test_balances_and_answers_stay_consistent_after_every_command(stream: Stream) -> None:
     ledgers: dict[str, StudentLedger] = {}
@@ -404,11 +419,15 @@ def test_balances_and_answers_stay_consistent_after_every_command(stream: Stream
                     0,
                     command.planned_hours,
                 )
-                assert balance.used == previous.used
+                # Where a sector rule applies, a declaration may tell the group's sector
+                # (and so neutralise its other hours); elsewhere it counts nothing.
+                if plain:
+                    assert balance.used == previous.used
             elif not share.counted:
                 assert _codes(decision.anomalies) == [AnomalyCode.DMFA_ALREADY_RECEIVED]
                 assert (decision.reduced_hours, decision.ordinary_hours) == (0, 0)
-                assert balance.used == previous.used
+                if plain:
+                    assert balance.used == previous.used
             else:
                 # The answer never disagrees with the balance.
                 assert (decision.reduced_hours, decision.ordinary_hours) == (
@@ -458,10 +477,11 @@ def test_balances_and_answers_stay_consistent_after_every_command(stream: Stream
                 command.hours_worked,
                 command.event_id,
             )
-            if decision.anomalies:
-                assert _codes(decision.anomalies) == [AnomalyCode.DMFA_WITHOUT_DECLARATION]
-                assert not any(
-                    (p.employer, p.year, p.quarter)
-                    == (command.employer, command.year, command.quarter)
-                    for p in ledger.periods.values()
-                )
+            declared = any(
+                p.in_force
+                and (p.employer, p.year, p.quarter)
+                == (command.employer, command.year, command.quarter)
+                for p in ledger.periods.values()
+            )
+            expected = [] if declared else [AnomalyCode.DMFA_WITHOUT_DECLARATION]
+            assert _codes(decision.anomalies) == expected
