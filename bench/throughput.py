@@ -113,6 +113,7 @@ def bench_end_to_end(records: list, partitions: int) -> dict[str, float]:
         asyncio.run(publish_records(records, settings))
         publish_seconds = time.perf_counter() - t0
         log = Path(workdir) / "worker.log"
+        log = Path(os.environ.get("BENCH_WORKER_LOG", str(log)))
         with log.open("wb") as out:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "streams", "worker"],
@@ -131,6 +132,8 @@ def bench_end_to_end(records: list, partitions: int) -> dict[str, float]:
                 applied, backlog = asyncio.run(_drained(services.database_url, len(records)))
                 if applied >= len(records) and backlog == 0:
                     break
+                if worker.poll() is not None:
+                    raise RuntimeError(f"worker exited: {log.read_text()[-3000:]}")
                 time.sleep(0.25)
             elapsed = time.perf_counter() - start
         finally:
@@ -148,7 +151,9 @@ def bench_end_to_end(records: list, partitions: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--students", type=int, default=5000)
-    parser.add_argument("--year", type=int, default=2025, help="a past year: brokers refuse future timestamps")
+    parser.add_argument(
+        "--year", type=int, default=2025, help="a past year: brokers refuse future timestamps"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--skip-end-to-end", action="store_true")

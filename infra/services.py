@@ -10,6 +10,8 @@ sandbox without Docker.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -58,6 +60,7 @@ def local_services(*, log: Callable[[str], object] = print) -> Iterator[Services
     missing = [name for name, url in ready.items() if not url]
     use_docker = bool(missing) and _docker_answers()
     services: dict[str, _Service] = {name: _make(name, use_docker, log) for name in missing}
+    previous_sigterm = _exit_on_sigterm()
     try:
         with ThreadPoolExecutor(max_workers=2) as pool:
             futures = {
@@ -75,6 +78,25 @@ def local_services(*, log: Callable[[str], object] = print) -> Iterator[Services
     finally:
         for svc in services.values():
             svc.stop()
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _exit_on_sigterm() -> signal._HANDLER | None:
+    """Turn SIGTERM into SystemExit so the services are stopped, not orphaned.
+
+    Only where nobody handles SIGTERM yet (the default kills without clean-up) and only
+    in the main thread, where Python allows installing handlers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+
+    def _exit(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, _exit)
 
 
 def _make(name: str, use_docker: bool, log: Callable[[str], object]) -> _Service:

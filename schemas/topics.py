@@ -34,6 +34,7 @@ ACCESS_CODES_ROTATE = "access-codes.rotate"
 CONSENTS = "consents"
 
 _DAY_MS = 24 * 3600 * 1000
+_YEAR_MS = 365 * _DAY_MS
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,11 @@ def topic_configs(
     config = {"min.insync.replicas": str(min_insync_replicas), **spec.config}
     if spec.is_input:
         config["message.timestamp.type"] = timestamp_type
+        if timestamp_type == "CreateTime":
+            # Replayed records carry their historical submission time; time-based
+            # retention (and segment rolling) would delete them before they are read.
+            config["retention.ms"] = "-1"
+            config["segment.ms"] = str(_YEAR_MS * 100)
     if spec.name == REJECTED:
         config["retention.ms"] = str(dead_letter_retention_days * _DAY_MS)
     return config
