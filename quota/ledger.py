@@ -13,7 +13,6 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
-from functools import cached_property
 
 from quota.calendar import brussels_date, quarter_of
 
@@ -109,31 +108,29 @@ class Period:
     using_employer: str | None = None
     cancelled: bool = False
 
-    # Cached: the balance reads these for every period of a student at every command.
-    @cached_property
-    def planned_hours(self) -> int:
-        return sum(t.hours for t in self.tranches)
+    # Derived once at construction: the balance reads them for every period of a student
+    # at every command (cached_property would take a lock on each read).
+    planned_hours: int = field(init=False, repr=False, compare=False)
+    accepted_seq: int = field(init=False, repr=False, compare=False)
+    year: int = field(init=False, repr=False, compare=False)
+    quarter: int = field(init=False, repr=False, compare=False)
+    counts: bool = field(init=False, repr=False, compare=False)
 
-    @cached_property
-    def accepted_seq(self) -> int:
-        return self.tranches[0].seq
-
-    @cached_property
-    def year(self) -> int:
-        return self.start.year
-
-    @cached_property
-    def quarter(self) -> int:
-        return quarter_of(self.start)
+    def __post_init__(self) -> None:
+        derived = {
+            "planned_hours": sum(t.hours for t in self.tranches),
+            "accepted_seq": self.tranches[0].seq,
+            "year": self.start.year,
+            "quarter": quarter_of(self.start),
+            # In force and on time: its planned hours count while no DmfA replaces them.
+            "counts": not self.cancelled and not self.late,
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
 
     @property
     def in_force(self) -> bool:
         return not self.cancelled
-
-    @cached_property
-    def counts(self) -> bool:
-        """In force and on time: its planned hours count while no DmfA replaces them."""
-        return not self.cancelled and not self.late
 
 
 @dataclass(frozen=True)

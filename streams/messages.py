@@ -22,8 +22,6 @@ from quota import (
 from schemas.answers import (
     AnswerAction,
     AnswerAnomaly,
-    BalanceEvent,
-    BalanceTermOut,
     DeadLetter,
     DimonaAnswer,
 )
@@ -113,22 +111,26 @@ def answer_for(command: Command, ssin: str, decision: Decision, now: datetime) -
 
 
 def balance_document(balance: Balance) -> dict[str, Any]:
-    """The balance as stored and published, without the volatile event fields."""
+    """The balance as stored and published (``BalanceEvent`` without its event fields).
+
+    Built as plain JSON rather than through the pydantic models: it runs for every
+    balance a batch touches, and the contract test checks that it validates.
+    """
     terms = [
-        BalanceTermOut(
-            employer=t.employer,
-            quarter=t.quarter,
-            source=t.source.value,
-            hours=t.hours,
-            planned_hours=t.planned_hours,
-            late_hours=t.late_hours,
-            dmfa_hours=t.dmfa_hours,
-            gross_wage_cents=t.gross_wage_cents,
-            neutralised_hours=t.neutralised_hours,
-            reduced_hours=t.reduced_hours,
-            ordinary_hours=t.ordinary_hours,
-            period_ids=[p.period_id for p in t.periods],
-        ).model_dump(mode="json", by_alias=True)
+        {
+            "employer": t.employer,
+            "quarter": t.quarter,
+            "source": t.source.value,
+            "hours": t.hours,
+            "plannedHours": t.planned_hours,
+            "lateHours": t.late_hours,
+            "dmfaHours": t.dmfa_hours,
+            "grossWageCents": t.gross_wage_cents,
+            "neutralisedHours": t.neutralised_hours,
+            "reducedHours": t.reduced_hours,
+            "ordinaryHours": t.ordinary_hours,
+            "periodIds": [p.period_id for p in t.periods],
+        }
         for t in balance.terms
     ]
     return {
@@ -145,14 +147,16 @@ def balance_document(balance: Balance) -> dict[str, Any]:
     }
 
 
-def balance_event(document: dict[str, Any], version: int, now: datetime) -> BalanceEvent:
-    return BalanceEvent.model_validate(
+def balance_event_bytes(document: dict[str, Any], version: int, now: datetime) -> bytes:
+    """The ``student.balances`` message for a stored balance document."""
+    return json.dumps(
         {
-            **document,
             "eventId": f"balance:{document['ssin']}:{document['year']}:{version}",
-            "computedAt": now,
-        }
-    )
+            **document,
+            "computedAt": now.isoformat().replace("+00:00", "Z"),
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 def describe_validation_error(error: ValidationError) -> str:

@@ -27,7 +27,7 @@ from schemas.topics import ACKS, BALANCES, DIMONA, DMFA, REJECTED
 from streams.messages import (
     answer_for,
     balance_document,
-    balance_event,
+    balance_event_bytes,
     dead_letter,
     describe_validation_error,
     dimona_command,
@@ -235,9 +235,10 @@ class BatchProcessor:
                     document,
                 )
             )
-            event = balance_event(document, version, now)
             key = f"{balance.ssin}:{balance.year}".encode()
-            messages.append(OutboxMessage(BALANCES, key, event.to_json_bytes()))
+            messages.append(
+                OutboxMessage(BALANCES, key, balance_event_bytes(document, version, now))
+            )
         await store.save_balances(conn, rows)
         return messages
 
