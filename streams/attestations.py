@@ -34,7 +34,6 @@ from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import faust
@@ -56,6 +55,8 @@ from quota.access_codes import (
     seal_code,
     unseal_code,
 )
+from quota.attestations import attestation_years, year_refusal
+from quota.calendar import BRUSSELS
 from schemas.attestations import (
     AccessCodeRotation,
     AttestationIssued,
@@ -79,8 +80,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BRUSSELS = ZoneInfo("Europe/Brussels")
-
 #: Attestation requests live in their own namespace of applied event ids, apart from
 #: Dimona and DmfA ids chosen by payroll software.
 REQUEST_EVENT_PREFIX = "attestation:"
@@ -92,30 +91,6 @@ ROTATION_CHUNK = 5000
 # --------------------------------------------------------------------------------------------
 # Pure rules
 # --------------------------------------------------------------------------------------------
-
-
-def attestation_years(today: date) -> tuple[int, ...]:
-    """The years a student may get an attestation for on ``today`` (Brussels date).
-
-    The current year always; the next one only from 1 December (DOMAIN.md section 5): a
-    2027 attestation from 1 December 2026 on.
-    """
-    if today.month == 12:
-        return (today.year, today.year + 1)
-    return (today.year,)
-
-
-def year_refusal(year: int, today: date) -> str | None:
-    """Why an attestation for ``year`` cannot be issued on ``today``, or None if it can."""
-    if year in attestation_years(today):
-        return None
-    if year == today.year + 1:
-        return (
-            f"an attestation for {year} can be requested from 1 December {today.year}; "
-            f"until then only {today.year} can be attested"
-        )
-    allowed = " or ".join(str(y) for y in attestation_years(today))
-    return f"attestations exist for the current year only ({allowed} today), not {year}"
 
 
 def partition_of(ssin: str, partitions: int) -> int:

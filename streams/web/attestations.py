@@ -32,10 +32,11 @@ from faust.web import exceptions
 from db import attestations as queries
 from db import store
 from db.store import OutboxMessage
+from quota.attestations import year_refusal
 from schemas.attestations import AttestationRequest
 from schemas.identifiers import format_enterprise_number
 from schemas.topics import ATTESTATION_REQUESTS
-from streams.attestations import AccessCodes, code_valid_on, year_refusal
+from streams.attestations import AccessCodes, code_valid_on
 from streams.messages import describe_validation_error
 from streams.web.auth import Role
 from streams.web.base import ApiView

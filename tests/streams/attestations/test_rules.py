@@ -8,14 +8,9 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from quota.access_codes import code_validity, is_code_valid_on
+from quota.attestations import attestation_years, year_refusal
 from streams.attestation_pdf import format_day, format_ssin
-from streams.attestations import (
-    attestation_years,
-    code_valid_on,
-    partition_of,
-    rotation_commands,
-    year_refusal,
-)
+from streams.attestations import code_valid_on, partition_of, rotation_commands
 from tests.support import valid_ssin
 
 
