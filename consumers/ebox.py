@@ -32,7 +32,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from typing import Any, TypeVar
 
 import asyncpg
@@ -45,9 +45,9 @@ from db import store
 from db.store import OutboxMessage
 from schemas.attestations import EboxDelivery
 from schemas.identifiers import normalize_ssin
-from schemas.topics import EBOX_DELIVERIES, REJECTED
-from streams.messages import dead_letter, describe_validation_error, utc_from_millis
-from streams.processor import Clock, RawRecord, utc_now
+from schemas.topics import EBOX_DELIVERIES
+from streams.messages import describe_validation_error
+from streams.processor import Clock, RawRecord, Rejection, dead_letter_message, utc_now
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,19 +68,6 @@ T = TypeVar("T")
 def consumer_group(settings: Settings) -> str:
     """The eBox consumer's own group: its offsets are independent of the worker's."""
     return f"{settings.app_id}-ebox"
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """A record that carries no storable document, and why."""
-
-    record: RawRecord
-    reason: str
-
-    @property
-    def dedupe_id(self) -> str:
-        r = self.record
-        return f"rejected:{r.topic}:{r.partition}:{r.offset}"
 
 
 @dataclass
@@ -184,7 +171,7 @@ class EboxStore:
                 new_ids.append(event_id)
                 if isinstance(item, Rejection):
                     report.rejected += 1
-                    letters.append(self._dead_letter(item, now))
+                    letters.append(dead_letter_message(item, self._settings, now))
                 else:
                     documents.append(item)
             stored = await ebox_db.insert_documents(
@@ -196,28 +183,6 @@ class EboxStore:
             await store.record_applied(conn, new_ids)
             await store.enqueue(conn, letters)
         return report
-
-    def _dead_letter(self, rejection: Rejection, now: datetime) -> OutboxMessage:
-        record = rejection.record
-        log.warning(
-            "rejected %s[%d]@%d: %s",
-            record.topic,
-            record.partition,
-            record.offset,
-            rejection.reason,
-        )
-        letter = dead_letter(
-            event_id=rejection.dedupe_id,
-            topic=self._settings.topic(record.topic),
-            partition=record.partition,
-            offset=record.offset,
-            timestamp=utc_from_millis(record.timestamp_ms),
-            key=record.key,
-            raw=record.value,
-            reason=rejection.reason,
-            now=now,
-        )
-        return OutboxMessage(REJECTED, record.key, letter.to_json_bytes())
 
     async def purge(self, today: date | None = None) -> int:
         """Delete expired, non-archived documents; ``today`` defaults to Brussels' today."""

@@ -13,7 +13,8 @@ from typing import Any
 
 import asyncpg
 
-from quota.ledger import Period, StudentLedger, Tranche, WageReport
+from db.reads import period_from_row, wage_report_from_row
+from quota.ledger import Period, StudentLedger, WageReport
 
 
 @dataclass(frozen=True)
@@ -47,18 +48,9 @@ async def load_ledgers(conn: asyncpg.Connection, ssins: Iterable[str]) -> dict[s
     ledgers = {ssin: StudentLedger(ssin, next_seq=seq) for ssin, seq in next_seqs.items()}
     wanted = list(next_seqs)
     for r in await conn.fetch("SELECT * FROM periods WHERE ssin = ANY($1::text[])", wanted):
-        ledgers[r["ssin"]].periods[r["period_id"]] = _period(r)
+        ledgers[r["ssin"]].periods[r["period_id"]] = period_from_row(r)
     for r in await conn.fetch("SELECT * FROM wage_reports WHERE ssin = ANY($1::text[])", wanted):
-        report = WageReport(
-            employer=r["employer"],
-            year=r["year"],
-            quarter=r["quarter"],
-            hours_worked=r["hours_worked"],
-            gross_wage_cents=r["gross_wage_cents"],
-            received_at=r["received_at"],
-            event_id=r["event_id"],
-            seq=r["seq"],
-        )
+        report = wage_report_from_row(r)
         ledgers[r["ssin"]].wage_reports[(report.employer, report.year, report.quarter)] = report
     return ledgers
 
@@ -71,25 +63,6 @@ async def ssins_with_data_in_year(conn: asyncpg.Connection, year: int) -> list[s
         year,
     )
     return [r["ssin"] for r in rows]
-
-
-def _period(r: asyncpg.Record) -> Period:
-    return Period(
-        period_id=r["period_id"],
-        employer=r["employer"],
-        declarant=r["declarant"],
-        start=r["start_date"],
-        end=r["end_date"],
-        tranches=tuple(
-            Tranche(s, h) for s, h in zip(r["tranche_seqs"], r["tranche_hours"], strict=True)
-        ),
-        received_at=r["received_at"],
-        late=r["late"],
-        event_id=r["event_id"],
-        joint_commission=r["joint_commission"],
-        using_employer=r["using_employer"],
-        cancelled=r["cancelled"],
-    )
 
 
 async def save_ledgers(conn: asyncpg.Connection, ledgers: Iterable[StudentLedger]) -> None:

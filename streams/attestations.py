@@ -68,11 +68,10 @@ from schemas.topics import (
     ATTESTATION_REQUESTS,
     ATTESTATIONS_ISSUED,
     EBOX_DELIVERIES,
-    REJECTED,
 )
 from streams.attestation_pdf import AttestationDocument, PdfRenderer
-from streams.messages import dead_letter, describe_validation_error, utc_from_millis
-from streams.processor import RawRecord
+from streams.messages import describe_validation_error
+from streams.processor import RawRecord, Rejection, dead_letter_message
 from streams.settings import Settings
 
 if TYPE_CHECKING:
@@ -548,21 +547,7 @@ async def reject_records(
         for (record, reason), event_id in zip(rejections, ids, strict=True):
             if event_id not in claimed:
                 continue
-            log.warning(
-                "rejected %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason
-            )
-            letter = dead_letter(
-                event_id=event_id,
-                topic=settings.topic(record.topic),
-                partition=record.partition,
-                offset=record.offset,
-                timestamp=utc_from_millis(record.timestamp_ms),
-                key=record.key,
-                raw=record.value,
-                reason=reason,
-                now=now,
-            )
-            messages.append(OutboxMessage(REJECTED, record.key, letter.to_json_bytes()))
+            messages.append(dead_letter_message(Rejection(record, reason), settings, now))
         await store.enqueue(conn, messages)
     return len(messages)
 

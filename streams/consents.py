@@ -23,9 +23,9 @@ from db import consents as consent_db
 from db import store
 from db.store import OutboxMessage
 from schemas.consents import ConsentChange
-from schemas.topics import CONSENTS, REJECTED
-from streams.messages import dead_letter, describe_validation_error, utc_from_millis
-from streams.processor import Clock, RawRecord
+from schemas.topics import CONSENTS
+from streams.messages import describe_validation_error
+from streams.processor import Clock, RawRecord, Rejection, dead_letter_message
 from streams.settings import Settings
 
 if TYPE_CHECKING:
@@ -36,19 +36,6 @@ log = logging.getLogger(__name__)
 #: Consent event ids get their own namespace in ``applied_events``: a client reusing an
 #: id of a Dimona declaration must not see its consent skipped as a replay.
 EVENT_PREFIX = "consent:"
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """A record that carries no applicable change, and why."""
-
-    record: RawRecord
-    reason: str
-
-    @property
-    def dedupe_id(self) -> str:
-        r = self.record
-        return f"rejected:{r.topic}:{r.partition}:{r.offset}"
 
 
 @dataclass
@@ -110,7 +97,7 @@ class ConsentApplier:
                 new_ids.append(event_id)
                 if isinstance(item, Rejection):
                     report.rejected += 1
-                    letters.append(self._dead_letter(item))
+                    letters.append(dead_letter_message(item, self._settings, self._clock()))
                 else:
                     report.applied += 1
                     changes.append(item)
@@ -118,28 +105,6 @@ class ConsentApplier:
             await store.record_applied(conn, new_ids)
             await store.enqueue(conn, letters)
         return report
-
-    def _dead_letter(self, rejection: Rejection) -> OutboxMessage:
-        record = rejection.record
-        log.warning(
-            "rejected %s[%d]@%d: %s",
-            record.topic,
-            record.partition,
-            record.offset,
-            rejection.reason,
-        )
-        letter = dead_letter(
-            event_id=rejection.dedupe_id,
-            topic=self._settings.topic(record.topic),
-            partition=record.partition,
-            offset=record.offset,
-            timestamp=utc_from_millis(record.timestamp_ms),
-            key=record.key,
-            raw=record.value,
-            reason=rejection.reason,
-            now=self._clock(),
-        )
-        return OutboxMessage(REJECTED, record.key, letter.to_json_bytes())
 
 
 def register_agents(app: faust.App, state: WorkerState) -> None:

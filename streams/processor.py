@@ -61,7 +61,9 @@ class RawRecord:
 
 
 @dataclass(frozen=True)
-class _Rejection:
+class Rejection:
+    """A record that carries nothing applicable, and why: it becomes a dead letter."""
+
     record: RawRecord
     reason: str
 
@@ -80,6 +82,26 @@ class BatchReport:
     statuses: dict[str, int] = field(default_factory=dict)
 
 
+def dead_letter_message(rejection: Rejection, settings: Settings, now: datetime) -> OutboxMessage:
+    """The ``declarations.rejected`` message for a rejected record (logged as it is made)."""
+    record = rejection.record
+    log.warning(
+        "rejected %s[%d]@%d: %s", record.topic, record.partition, record.offset, rejection.reason
+    )
+    letter = dead_letter(
+        event_id=rejection.dedupe_id,
+        topic=settings.topic(record.topic),
+        partition=record.partition,
+        offset=record.offset,
+        timestamp=utc_from_millis(record.timestamp_ms),
+        key=record.key,
+        raw=record.value,
+        reason=rejection.reason,
+        now=now,
+    )
+    return OutboxMessage(REJECTED, record.key, letter.to_json_bytes())
+
+
 class BatchProcessor:
     """Applies batches of input records to the system of record."""
 
@@ -88,12 +110,12 @@ class BatchProcessor:
         self._settings = settings
         self._clock = clock
 
-    def parse(self, record: RawRecord) -> Command | _Rejection:
+    def parse(self, record: RawRecord) -> Command | Rejection:
         """The domain command a record carries, or why it carries none."""
         received_at = utc_from_millis(record.timestamp_ms) or self._clock()
         try:
             if record.value is None:
-                return _Rejection(record, "empty message (no value)")
+                return Rejection(record, "empty message (no value)")
             if record.topic == DIMONA:
                 dimona = DimonaDeclaration.model_validate_json(record.value)
                 ssin, command = dimona.worker.ssin, dimona_command(dimona, received_at)
@@ -101,12 +123,12 @@ class BatchProcessor:
                 dmfa = DmfaDeclaration.model_validate_json(record.value)
                 ssin, command = dmfa.worker.ssin, dmfa_command(dmfa, received_at)
             else:
-                return _Rejection(record, f"no processing is defined for topic {record.topic}")
+                return Rejection(record, f"no processing is defined for topic {record.topic}")
         except ValidationError as error:
-            return _Rejection(record, describe_validation_error(error))
+            return Rejection(record, describe_validation_error(error))
         key = "".join(c for c in (record.key or b"").decode(errors="replace") if c.isdigit())
         if key != ssin:
-            return _Rejection(
+            return Rejection(
                 record,
                 f"the message key must be the worker's SSIN {ssin} (got {record.key!r}): "
                 "the key decides the partition that keeps a student's events in order",
@@ -117,12 +139,12 @@ class BatchProcessor:
         parsed = [(record, self.parse(record)) for record in records]
         commands: list[tuple[str, Command]] = []
         for record, item in parsed:
-            if not isinstance(item, _Rejection):
+            if not isinstance(item, Rejection):
                 commands.append((self._ssin_of(record), item))
         async with self._pool.acquire() as conn, conn.transaction():
             rules = self._settings.quota_rules.with_overrides(await store.quota_overrides(conn))
             ids = [c.event_id for _, c in commands]
-            ids += [item.dedupe_id for _, item in parsed if isinstance(item, _Rejection)]
+            ids += [item.dedupe_id for _, item in parsed if isinstance(item, Rejection)]
             done = await store.already_applied(conn, ids)
             fresh_students = {ssin for ssin, c in commands if c.event_id not in done}
             ledgers = await store.load_ledgers(conn, fresh_students)
@@ -138,7 +160,7 @@ class BatchProcessor:
     async def _save(
         self,
         conn: asyncpg.Connection,
-        parsed: Sequence[tuple[RawRecord, Command | _Rejection]],
+        parsed: Sequence[tuple[RawRecord, Command | Rejection]],
         outcomes: Sequence[Outcome],
         balances: Sequence[Balance],
         done: set[str],
@@ -150,7 +172,7 @@ class BatchProcessor:
         messages: list[OutboxMessage] = []
         new_ids: list[str] = []
         for _record, item in parsed:
-            if isinstance(item, _Rejection):
+            if isinstance(item, Rejection):
                 if item.dedupe_id in done:
                     report.replayed += 1
                     continue
@@ -181,7 +203,7 @@ class BatchProcessor:
         await store.enqueue(conn, messages + balance_messages)
         return report
 
-    def _rejection_messages(self, rejection: _Rejection, now: datetime) -> list[OutboxMessage]:
+    def _rejection_messages(self, rejection: Rejection, now: datetime) -> list[OutboxMessage]:
         record = rejection.record
         messages = []
         employer = guess_employer(record.value)
@@ -190,25 +212,7 @@ class BatchProcessor:
             action: AnswerAction = "dmfa" if record.topic == DMFA else "unknown"
             answer = refusal_answer(reply_to, employer, rejection.reason, action, now)
             messages.append(OutboxMessage(ACKS, employer.encode(), answer.to_json_bytes()))
-        letter = dead_letter(
-            event_id=rejection.dedupe_id,
-            topic=self._settings.topic(record.topic),
-            partition=record.partition,
-            offset=record.offset,
-            timestamp=utc_from_millis(record.timestamp_ms),
-            key=record.key,
-            raw=record.value,
-            reason=rejection.reason,
-            now=now,
-        )
-        messages.append(OutboxMessage(REJECTED, record.key, letter.to_json_bytes()))
-        log.warning(
-            "rejected %s[%d]@%d: %s",
-            record.topic,
-            record.partition,
-            record.offset,
-            rejection.reason,
-        )
+        messages.append(dead_letter_message(rejection, self._settings, now))
         return messages
 
     async def _changed_balances(
@@ -247,7 +251,7 @@ class BatchProcessor:
         try:
             change = QuotaChange.model_validate_json(record.value or b"")
         except ValidationError as error:
-            rejection = _Rejection(record, describe_validation_error(error))
+            rejection = Rejection(record, describe_validation_error(error))
             async with self._pool.acquire() as conn, conn.transaction():
                 if not await store.already_applied(conn, [rejection.dedupe_id]):
                     await store.record_applied(conn, [rejection.dedupe_id])
