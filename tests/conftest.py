@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -33,24 +34,38 @@ def postgres_admin_dsn(services: Services) -> str:
     return services.database_url
 
 
-@pytest.fixture
-async def database_url(postgres_admin_dsn: str) -> AsyncIterator[str]:
-    """DSN of a new, empty database that exists for one test only.
+@asynccontextmanager
+async def throwaway_database(admin_dsn: str, label: str = "test") -> AsyncIterator[str]:
+    """A new, empty database on the shared server, dropped afterwards.
 
-    A database per test keeps tests independent without any clean-up code in them.
+    A database per test (or per module) keeps tests independent without any clean-up
+    code in them; ``WITH (FORCE)`` ends connections a test left open.
     """
-    name = f"test_{uuid.uuid4().hex[:16]}"
-    admin = await asyncpg.connect(postgres_admin_dsn)
+    name = f"{label}_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(admin_dsn)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-
-    yield urlsplit(postgres_admin_dsn)._replace(path=f"/{name}").geturl()
-
-    admin = await asyncpg.connect(postgres_admin_dsn)
     try:
-        # FORCE ends connections a test left open (e.g. an unclosed pool).
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        yield urlsplit(admin_dsn)._replace(path=f"/{name}").geturl()
     finally:
-        await admin.close()
+        admin = await asyncpg.connect(admin_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+async def database_url(postgres_admin_dsn: str) -> AsyncIterator[str]:
+    """DSN of a new, empty database that exists for one test only."""
+    async with throwaway_database(postgres_admin_dsn) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+async def module_database_url(postgres_admin_dsn: str) -> AsyncIterator[str]:
+    """DSN of a new, empty database shared by one test module (one worker per module)."""
+    async with throwaway_database(postgres_admin_dsn) as url:
+        yield url

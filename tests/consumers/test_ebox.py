@@ -11,12 +11,10 @@ import asyncio
 import base64
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -103,25 +101,10 @@ def wait_for_log(process: WorkerProcess, text: str, timeout: float = 30) -> str:
 
 
 @pytest.fixture(scope="module")
-async def module_database(postgres_admin_dsn: str) -> AsyncIterator[str]:
-    """One throwaway database for the module's processes."""
-    name = f"test_ebox_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield urlsplit(postgres_admin_dsn)._replace(path=f"/{name}").geturl()
-    admin = await asyncpg.connect(postgres_admin_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
-@pytest.fixture(scope="module")
-def pipeline(kafka_bootstrap: str, module_database: str) -> Pipeline:
-    return Pipeline(kafka_bootstrap, module_database, extra_env={"STUDENTWORK_TODAY": "2026-11-26"})
+def pipeline(kafka_bootstrap: str, module_database_url: str) -> Pipeline:
+    return Pipeline(
+        kafka_bootstrap, module_database_url, extra_env={"STUDENTWORK_TODAY": "2026-11-26"}
+    )
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -226,15 +225,9 @@ class World:
 
 @pytest.fixture(scope="module")
 async def world(
-    kafka_bootstrap: str, postgres_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory
+    kafka_bootstrap: str, module_database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[World]:
-    name = f"test_att_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    database_url = urlsplit(postgres_admin_dsn)._replace(path=f"/{name}").geturl()
+    database_url = module_database_url
     await migrate(database_url)  # the worker would too; the tests read tables before it runs
     pipeline = Pipeline(
         kafka_bootstrap,
@@ -252,11 +245,6 @@ async def world(
         if world.worker is not None:
             await asyncio.to_thread(world.worker.stop)
         await pool.close()
-        admin = await asyncpg.connect(postgres_admin_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 def pdf_text(pdf: bytes, folder: Path) -> str:
