@@ -125,6 +125,19 @@ class WorkerProcess:
             time.sleep(0.2)
         raise TimeoutError(f"worker not ready:\n{self.log_path.read_text()[-3000:]}")
 
+    def __enter__(self) -> WorkerProcess:
+        """Started and ready; stopped (SIGTERM) when the block ends."""
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)

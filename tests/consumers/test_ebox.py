@@ -114,12 +114,8 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def worker(pipeline: Pipeline, logs: Path) -> Iterator[WorkerProcess]:
-    process = WorkerProcess(pipeline, logs / "worker.log").start()
-    try:
-        process.wait_ready()
+    with WorkerProcess(pipeline, logs / "worker.log") as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")

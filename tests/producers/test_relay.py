@@ -33,12 +33,8 @@ def pipeline(kafka_bootstrap: str, database_url: str) -> Pipeline:
 
 @pytest.fixture
 def worker(pipeline: Pipeline, tmp_path: Path) -> Iterator[WorkerProcess]:
-    process = WorkerProcess(pipeline, tmp_path / "worker.log").start()
-    try:
-        process.wait_ready()
+    with WorkerProcess(pipeline, tmp_path / "worker.log") as process:
         yield process
-    finally:
-        process.stop()
 
 
 async def test_answers_wait_in_the_outbox_until_a_relay_runs(

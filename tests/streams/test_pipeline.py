@@ -55,12 +55,8 @@ def pipeline(kafka_bootstrap: str, database_url: str) -> Pipeline:
 
 @pytest.fixture
 def worker(pipeline: Pipeline, tmp_path: Path) -> Iterator[WorkerProcess]:
-    process = WorkerProcess(pipeline, tmp_path / "worker.log").start()
-    try:
-        process.wait_ready()
+    with WorkerProcess(pipeline, tmp_path / "worker.log") as process:
         yield process
-    finally:
-        process.stop()
 
 
 def period_id_of(acks: list[dict[str, Any]], event_id: str) -> str:

@@ -50,12 +50,8 @@ def pipeline(kafka_bootstrap: str, module_database_url: str) -> Pipeline:
 @pytest.fixture(scope="module")
 def worker(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     log = tmp_path_factory.mktemp("consents") / "worker.log"
-    process = WorkerProcess(pipeline, log).start()
-    try:
-        process.wait_ready()
+    with WorkerProcess(pipeline, log) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture

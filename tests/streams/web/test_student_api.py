@@ -75,12 +75,8 @@ def pipeline(kafka_bootstrap: str, module_database_url: str) -> Pipeline:
 @pytest.fixture(scope="module")
 def worker(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     log = tmp_path_factory.mktemp("student-api") / "worker.log"
-    process = WorkerProcess(pipeline, Path(log)).start()
-    try:
-        process.wait_ready()
+    with WorkerProcess(pipeline, Path(log)) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")
