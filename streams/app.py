@@ -43,7 +43,9 @@ class WorkerState:
         async with self._lock:
             if self._processor is None:
                 self._pool = await asyncpg.create_pool(
-                    self.settings.database_url, min_size=1, max_size=4
+                    self.settings.database_url,
+                    min_size=1,
+                    max_size=self.settings.database_pool_size,
                 )
                 self._processor = BatchProcessor(self._pool, self.settings, self.clock)
             return self._processor

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("DATABASE_URL", "STUDENTWORK_DATABASE_URL"),
         description="PostgreSQL DSN of the system of record.",
     )
+    database_pool_size: int = Field(
+        8, ge=2, description="Connections per worker: batches, the API and look-ups share them."
+    )
     app_id: str = Field("studentwork", description="Faust app id and consumer group.")
     topic_prefix: str = Field("", description="Prefix for every topic name (isolation).")
     partitions: int = Field(8, ge=1, description="Partitions of the keyed topics.")
