@@ -52,6 +52,32 @@ def register(cli: typer.Typer) -> None:
     """Add this package's commands to ``cli``."""
     cli.command("publish", help=_PUBLISH_HELP)(publish)
     cli.command("simulate", help=_SIMULATE_HELP)(simulate)
+    cli.command("rotate-codes")(rotate_codes)
+
+
+def rotate_codes(
+    month: Annotated[
+        str | None,
+        typer.Option(help="Month to rotate, YYYY-MM (default: the current month in Brussels)."),
+    ] = None,
+) -> None:
+    """Publish the access-code rotation of a month now (the leader does it every 1st)."""
+    import asyncio
+    from datetime import UTC, date, datetime
+
+    from producers.access_code_scheduler import publish_rotation
+    from streams.settings import Settings
+
+    settings = Settings()
+    now = datetime.now(UTC)
+    try:
+        first = (
+            date.fromisoformat(f"{month}-01") if month else settings.today_in_brussels(now)
+        ).replace(day=1)
+    except ValueError as error:
+        raise typer.BadParameter(f"month must be YYYY-MM (got {month!r})") from error
+    partitions = asyncio.run(publish_rotation(settings, first, now))
+    typer.echo(f"published the {first:%Y-%m} rotation to partitions {partitions}")
 
 
 # ----------------------------------------------------------------------------- output

@@ -37,13 +37,13 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import faust
-from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
 
 from db import attestations as queries
 from db import store
 from db.store import OutboxMessage
+from producers.access_code_scheduler import publish_rotation, rotation_commands
 from quota.access_codes import (
     AccessCodeKeys,
     code_validity,
@@ -114,28 +114,6 @@ def code_valid_on(valid_from: date, valid_until: date, on: date) -> bool:
 
 def request_event_key(request: AttestationRequest) -> str:
     return REQUEST_EVENT_PREFIX + request.event_id
-
-
-def rotation_commands(
-    month: date, partitions: int, now: datetime, only: Iterable[int] | None = None
-) -> list[AccessCodeRotation]:
-    """The commands rotating ``month``: one per partition (or per partition in ``only``).
-
-    Event ids are deterministic, so a consumer can tell a republished command from a new
-    one; the rotation itself is idempotent anyway.
-    """
-    first = month_start(month)
-    wanted = range(partitions) if only is None else sorted(set(only))
-    return [
-        AccessCodeRotation(
-            event_id=f"access-codes:{first:%Y-%m}:{p}/{partitions}",
-            month=first,
-            partition=p,
-            partitions=partitions,
-            requested_at=now,
-        )
-        for p in wanted
-    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,36 +262,6 @@ async def rotate_partition(
         created,
     )
     return created
-
-
-async def publish_rotation(
-    settings: Settings, month: date, now: datetime, *, skip: Collection[int] = ()
-) -> list[int]:
-    """Publish the rotation commands of ``month``, each to its own partition.
-
-    The partition count is the topic's, as the broker reports it. ``skip`` lists
-    partitions already rotated (the start-up catch-up publishes only the others).
-    Returns the partitions published to.
-    """
-    topic = settings.topic(ACCESS_CODES_ROTATE)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=True, acks="all"
-    )
-    await producer.start()
-    try:
-        partitions = sorted(await producer.partitions_for(topic))
-        wanted = [p for p in partitions if p not in skip]
-        commands = rotation_commands(month, len(partitions), now, wanted)
-        futures = [
-            await producer.send(
-                topic, c.to_json_bytes(), key=str(c.partition).encode(), partition=c.partition
-            )
-            for c in commands
-        ]
-        await asyncio.gather(*futures)
-        return [c.partition for c in commands]
-    finally:
-        await producer.stop()
 
 
 # --------------------------------------------------------------------------------------------

@@ -29,10 +29,11 @@ import pytest
 from PIL import Image
 
 from db.migrate import migrate
+from producers.access_code_scheduler import publish_rotation
 from quota.access_codes import format_code
 from schemas.attestations import AttestationRequest
 from schemas.topics import ACCESS_CODES_ROTATE
-from streams.attestations import AccessCodes, partition_of, publish_rotation
+from streams.attestations import AccessCodes, partition_of
 from streams.web.auth import Role, mint_token
 from tests.support import (
     EMPLOYER_A,

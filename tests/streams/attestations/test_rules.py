@@ -7,10 +7,11 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
+from producers.access_code_scheduler import rotation_commands
 from quota.access_codes import code_validity, is_code_valid_on
 from quota.attestations import attestation_years, year_refusal
 from streams.attestation_pdf import format_day, format_ssin
-from streams.attestations import code_valid_on, partition_of, rotation_commands
+from streams.attestations import code_valid_on, partition_of
 from tests.support import valid_ssin
 
 
