@@ -79,7 +79,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def bench_end_to_end(records: list, partitions: int) -> dict[str, float]:
+def bench_end_to_end(records: list, partitions: int, separate_relay: bool) -> dict[str, float]:
     from infra import local_services
     from streams.cli import prepare
     from streams.settings import Settings
@@ -112,16 +112,19 @@ def bench_end_to_end(records: list, partitions: int) -> dict[str, float]:
         t0 = time.perf_counter()
         asyncio.run(publish_records(records, settings))
         publish_seconds = time.perf_counter() - t0
-        log = Path(workdir) / "worker.log"
-        log = Path(os.environ.get("BENCH_WORKER_LOG", str(log)))
+        log = Path(os.environ.get("BENCH_WORKER_LOG", str(Path(workdir) / "worker.log")))
+        commands = ["worker", "relay"] if separate_relay else ["worker"]
         with log.open("wb") as out:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "streams", "worker"],
-                env=env,
-                cwd=REPO,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+            worker, *helpers = [
+                subprocess.Popen(
+                    [sys.executable, "-m", "streams", command],
+                    env=env,
+                    cwd=REPO,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+                for command in commands
+            ]
         try:
             while "Worker]: Ready" not in log.read_text(errors="replace"):
                 if worker.poll() is not None:
@@ -137,14 +140,16 @@ def bench_end_to_end(records: list, partitions: int) -> dict[str, float]:
                 time.sleep(0.25)
             elapsed = time.perf_counter() - start
         finally:
-            worker.terminate()
-            worker.wait(30)
+            for process in (worker, *helpers):
+                process.terminate()
+                process.wait(30)
     return {
         "records": len(records),
         "publish_seconds": round(publish_seconds, 2),
         "seconds": round(elapsed, 2),
         "records_per_second": round(len(records) / elapsed),
         "partitions": partitions,
+        "separate_relay": separate_relay,
     }
 
 
@@ -157,6 +162,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--skip-end-to-end", action="store_true")
+    parser.add_argument(
+        "--separate-relay",
+        action="store_true",
+        help="run the outbox relay as its own process (studentwork relay)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "throughput.json")
     args = parser.parse_args()
 
@@ -170,7 +180,7 @@ def main() -> None:
     }
     print(f"domain core: {result['domain_core']}")
     if not args.skip_end_to_end:
-        result["end_to_end"] = bench_end_to_end(records, args.partitions)
+        result["end_to_end"] = bench_end_to_end(records, args.partitions, args.separate_relay)
         print(f"end to end:  {result['end_to_end']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
