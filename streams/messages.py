@@ -183,6 +183,25 @@ def guess_employer(raw: bytes | None) -> str | None:
     return None
 
 
+def guess_action(raw: bytes | None) -> AnswerAction:
+    """Which Dimona action an invalid message attempted, read from its shape."""
+    try:
+        data = json.loads(raw or b"")
+    except ValueError:
+        return "unknown"
+    if not isinstance(data, dict):
+        return "unknown"
+    actions: tuple[tuple[str, AnswerAction], ...] = (
+        ("dimonaIn", "in"),
+        ("dimonaUpdate", "update"),
+        ("dimonaCancel", "cancel"),
+    )
+    for key, action in actions:
+        if key in data:
+            return action
+    return "unknown"
+
+
 def guess_event_id(raw: bytes | None) -> str | None:
     try:
         data = json.loads(raw or b"")

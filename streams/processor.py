@@ -32,6 +32,7 @@ from streams.messages import (
     describe_validation_error,
     dimona_command,
     dmfa_command,
+    guess_action,
     guess_employer,
     guess_event_id,
     refusal_answer,
@@ -209,7 +210,7 @@ class BatchProcessor:
         employer = guess_employer(record.value)
         reply_to = guess_event_id(record.value) or rejection.dedupe_id
         if employer is not None:
-            action: AnswerAction = "dmfa" if record.topic == DMFA else "unknown"
+            action: AnswerAction = "dmfa" if record.topic == DMFA else guess_action(record.value)
             answer = refusal_answer(reply_to, employer, rejection.reason, action, now)
             messages.append(OutboxMessage(ACKS, employer.encode(), answer.to_json_bytes()))
         messages.append(dead_letter_message(rejection, self._settings, now))

@@ -249,6 +249,7 @@ async def test_garbage_and_invalid_become_refusals_and_dead_letters(
     assert answers["bad-ssin"]["status"] == "B"
     assert answers["bad-ssin"]["anomalies"][0]["code"] == "INVALID_MESSAGE"
     assert "worker.ssin" in answers["bad-ssin"]["anomalies"][0]["text"]
+    assert answers["bad-ssin"]["action"] == "in"
     assert answers["no-hours"]["status"] == "B"
     assert "dimonaIn.plannedHoursNumber" in answers["no-hours"]["anomalies"][0]["text"]
     assert len(answers) == 4  # garbage and the empty message name no employer to answer
