@@ -81,8 +81,8 @@ def _free_port() -> int:
 
 def bench_end_to_end(records: list, partitions: int, separate_relay: bool) -> dict[str, float]:
     from infra import local_services
+    from schemas.settings import Settings
     from streams.cli import prepare
-    from streams.settings import Settings
 
     with (
         local_services(log=lambda _line: None) as services,

@@ -45,8 +45,8 @@ def ebox(
     transaction, invalid messages are dead-lettered, SIGTERM or Ctrl-C stops it cleanly.
     """
     from consumers.ebox import EboxConsumer, purge
+    from schemas.settings import Settings
     from streams.cli import prepare
-    from streams.settings import Settings
 
     settings = Settings()
     logging.basicConfig(

@@ -45,10 +45,10 @@ from db import store
 from db.store import OutboxMessage
 from schemas.attestations import EboxDelivery
 from schemas.identifiers import normalize_ssin
+from schemas.settings import Settings
 from schemas.topics import EBOX_DELIVERIES
 from streams.messages import describe_validation_error
 from streams.processor import Clock, RawRecord, Rejection, dead_letter_message, utc_now
-from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 

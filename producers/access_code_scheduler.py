@@ -17,8 +17,8 @@ from aiokafka import AIOKafkaProducer
 
 from quota.access_codes import month_start
 from schemas.attestations import AccessCodeRotation
+from schemas.settings import Settings
 from schemas.topics import ACCESS_CODES_ROTATE
-from streams.settings import Settings
 
 
 def rotation_commands(

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from producers.publisher import PublishReport, RejectedLine
     from producers.simulator import GenerationStats, Simulation
     from schemas.answers import DimonaAnswer
-    from streams.settings import Settings
+    from schemas.settings import Settings
 
 
 # The command help, written as paragraphs: typer keeps a docstring's line breaks.
@@ -66,7 +66,7 @@ def rotate_codes(
     from datetime import UTC, date, datetime
 
     from producers.access_code_scheduler import publish_rotation
-    from streams.settings import Settings
+    from schemas.settings import Settings
 
     settings = Settings()
     now = datetime.now(UTC)
@@ -302,7 +302,7 @@ def publish(
     from aiokafka.errors import KafkaError
 
     from producers.publisher import describe_delivery_error, parse_timestamp, publish_file
-    from streams.settings import Settings
+    from schemas.settings import Settings
 
     if file != "-" and not Path(file).is_file():
         raise typer.BadParameter(f"no such file: {file}", param_hint="FILE")
@@ -411,7 +411,7 @@ def simulate(
     """
     from producers.publisher import parse_timestamp
     from producers.simulator import Simulation
-    from streams.settings import Settings
+    from schemas.settings import Settings
 
     if (out is None) == (not publish_now):
         raise typer.BadParameter("give either --out FILE or --publish", param_hint="--out")

@@ -47,9 +47,9 @@ from pydantic import ValidationError
 from quota.calendar import BRUSSELS
 from schemas.answers import DimonaAnswer
 from schemas.declarations import DimonaDeclaration, DmfaDeclaration
+from schemas.settings import Settings
 from schemas.topics import ACKS, DIMONA, DMFA
 from streams.messages import describe_validation_error, guess_employer
-from streams.settings import Settings
 
 __all__ = [
     "AnswerListener",

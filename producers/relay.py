@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from streams.settings import Settings
+from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -54,8 +54,8 @@ from aiokafka import AIOKafkaProducer
 from quota.calendar import BRUSSELS, quarter_end, quarter_of, same_quarter
 from quota.ledger import period_id_for
 from quota.rules import QuotaRules
+from schemas.settings import Settings
 from schemas.topics import DIMONA, DMFA
-from streams.settings import Settings
 
 __all__ = [
     "AGENCY_JOB_SHARE",

@@ -7,8 +7,8 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from schemas.settings import Settings
 from schemas.topics import TOPICS, topic_configs
-from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 

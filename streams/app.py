@@ -17,9 +17,9 @@ import asyncpg
 import faust
 
 from producers.relay import OutboxRelay
+from schemas.settings import Settings
 from schemas.topics import DIMONA, DMFA, QUOTA_CHANGES
 from streams.processor import BatchProcessor, BatchReport, Clock, RawRecord, utc_now
-from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 

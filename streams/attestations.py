@@ -63,6 +63,7 @@ from schemas.attestations import (
     AttestationRequest,
     EboxDelivery,
 )
+from schemas.settings import Settings
 from schemas.topics import (
     ACCESS_CODES_ROTATE,
     ATTESTATION_REQUESTS,
@@ -72,7 +73,6 @@ from schemas.topics import (
 from streams.attestation_pdf import AttestationDocument, PdfRenderer
 from streams.messages import describe_validation_error
 from streams.processor import RawRecord, Rejection, dead_letter_message
-from streams.settings import Settings
 
 if TYPE_CHECKING:
     from streams.app import WorkerState

@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
+from schemas.settings import Settings
 from schemas.topics import QUOTA_CHANGES, TOPICS
-from streams.settings import Settings
 
 cli = typer.Typer(
     name="studentwork",

@@ -23,10 +23,10 @@ from db import consents as consent_db
 from db import store
 from db.store import OutboxMessage
 from schemas.consents import ConsentChange
+from schemas.settings import Settings
 from schemas.topics import CONSENTS
 from streams.messages import describe_validation_error
 from streams.processor import Clock, RawRecord, Rejection, dead_letter_message
-from streams.settings import Settings
 
 if TYPE_CHECKING:
     from streams.app import WorkerState

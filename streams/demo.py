@@ -124,8 +124,8 @@ def _run(
     port: int,
     exit_after_feed: bool,
 ) -> None:
+    from schemas.settings import Settings
     from streams.cli import prepare
-    from streams.settings import Settings
 
     env = _demo_env(kafka, database, port)
     settings = Settings(

@@ -23,6 +23,7 @@ from quota import Command, Outcome, QuotaRules, StudentLedger, apply_batch, comp
 from quota.balance import Balance
 from schemas.answers import AnswerAction, QuotaChange
 from schemas.declarations import DimonaDeclaration, DmfaDeclaration
+from schemas.settings import Settings
 from schemas.topics import ACKS, BALANCES, DIMONA, DMFA, REJECTED
 from streams.messages import (
     answer_for,
@@ -38,7 +39,6 @@ from streams.messages import (
     refusal_answer,
     utc_from_millis,
 )
-from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from quota.calendar import BRUSSELS
-from streams.settings import Settings
+from schemas.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ from enum import StrEnum
 
 import jwt
 
-from streams.settings import Settings
+from schemas.settings import Settings
 
 
 class Role(StrEnum):

@@ -13,8 +13,8 @@ from db import attestations as queries
 from db.migrate import migrate
 from producers.access_code_scheduler import rotation_commands
 from quota.access_codes import format_code, lookup_digest
+from schemas.settings import Settings
 from streams.attestations import AccessCodes, partition_of, rotate_partition
-from streams.settings import Settings
 from tests.support import valid_ssin
 
 pytestmark = pytest.mark.integration

@@ -14,9 +14,9 @@ import asyncpg
 import pytest
 
 from db.migrate import migrate
+from schemas.settings import Settings
 from streams.consents import ConsentApplier, Rejection, parse
 from streams.processor import RawRecord
-from streams.settings import Settings
 from tests.support import EMPLOYER_A, EMPLOYER_B, STUDENT, valid_ssin
 
 pytestmark = pytest.mark.integration

@@ -32,7 +32,7 @@ import pytest
 from pydantic import SecretStr
 
 from quota.calendar import BRUSSELS
-from streams.settings import Settings
+from schemas.settings import Settings
 from streams.web.auth import Role, mint_token
 from tests.support import (
     EMPLOYER_A,
