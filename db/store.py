@@ -148,6 +148,40 @@ async def save_ledgers(conn: asyncpg.Connection, ledgers: Iterable[StudentLedger
         )
 
 
+@dataclass(frozen=True)
+class AppliedEvent:
+    """What is kept of an applied idempotency key: the digest of the message first
+    applied under it, and where that message came from (``topic[partition]@offset``)."""
+
+    digest: bytes | None
+    origin: str | None
+
+
+async def applied_events(
+    conn: asyncpg.Connection, event_ids: Sequence[str]
+) -> dict[str, AppliedEvent]:
+    """The keys among ``event_ids`` that were applied, with their digest and origin."""
+    rows = await conn.fetch(
+        "SELECT event_id, digest, origin FROM applied_events WHERE event_id = ANY($1::text[])",
+        list(event_ids),
+    )
+    return {r["event_id"]: AppliedEvent(r["digest"], r["origin"]) for r in rows}
+
+
+async def record_applied_events(
+    conn: asyncpg.Connection, events: Sequence[tuple[str, bytes | None, str | None]]
+) -> None:
+    """Record (key, digest, origin) rows as applied."""
+    if events:
+        await conn.execute(
+            "INSERT INTO applied_events (event_id, digest, origin)"
+            " SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[])",
+            [e[0] for e in events],
+            [e[1] for e in events],
+            [e[2] for e in events],
+        )
+
+
 async def already_applied(conn: asyncpg.Connection, event_ids: Sequence[str]) -> set[str]:
     rows = await conn.fetch(
         "SELECT event_id FROM applied_events WHERE event_id = ANY($1::text[])", list(event_ids)

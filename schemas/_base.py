@@ -2,12 +2,120 @@
 
 from __future__ import annotations
 
-from typing import Any, Self
+from datetime import date
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 from schemas.identifiers import EnterpriseNumber, NssoNumber, Ssin
+
+#: The most hours one declaration or one DmfA line can hold: a calendar quarter has at
+#: most 92 days of 24 hours. Anything above is an error of the sender, never a job.
+MAX_QUARTER_HOURS = 92 * 24
+
+#: Dates of work and reporting years are accepted from the first year with an hour quota
+#: (2017) to the end of 2099: a wider window only admits typing errors (December 9999)
+#: and values that overflow date arithmetic downstream.
+FIRST_WORK_DATE = date(2017, 1, 1)
+LAST_WORK_DATE = date(2099, 12, 31)
+
+#: A quarter's gross wage above ten million euros (in cents) is an error of the sender.
+MAX_WAGE_CENTS = 10_000_000 * 100
+
+
+def _whole_number(value: Any, what: str) -> int:
+    # JSON booleans are ints to Python and "30" would be coerced by lax mode: refuse both.
+    if type(value) is not int:
+        raise PydanticCustomError(
+            "hours_not_integer",
+            "{what} must be a whole number, not {given}",
+            {"what": what, "given": type(value).__name__},
+        )
+    return value
+
+
+def _planned_hours(value: Any) -> int:
+    hours = _whole_number(value, "hours")
+    if hours > MAX_QUARTER_HOURS:
+        raise PydanticCustomError(
+            "hours_out_of_range",
+            "at most {limit} hours fit in one quarter (92 days of 24 hours), not {given}",
+            {"limit": MAX_QUARTER_HOURS, "given": hours},
+        )
+    return hours
+
+
+def _worked_hours(value: Any) -> int:
+    hours = _planned_hours(value)
+    if hours < 0:
+        raise PydanticCustomError(
+            "hours_out_of_range", "hours worked cannot be negative ({given})", {"given": hours}
+        )
+    return hours
+
+
+def _work_date(value: date) -> date:
+    if not FIRST_WORK_DATE <= value <= LAST_WORK_DATE:
+        raise PydanticCustomError(
+            "date_out_of_range",
+            "dates must lie between {first} and {last}, not {given}",
+            {"first": str(FIRST_WORK_DATE), "last": str(LAST_WORK_DATE), "given": str(value)},
+        )
+    return value
+
+
+def _reporting_year(value: Any) -> int:
+    year = _whole_number(value, "the year")
+    if not FIRST_WORK_DATE.year <= year <= LAST_WORK_DATE.year:
+        raise PydanticCustomError(
+            "date_out_of_range",
+            "the year must lie between {first} and {last}, not {given}",
+            {"first": FIRST_WORK_DATE.year, "last": LAST_WORK_DATE.year, "given": year},
+        )
+    return year
+
+
+def _wage_cents(value: Any) -> int:
+    if type(value) is not int:
+        raise PydanticCustomError(
+            "amount_not_integer",
+            "amounts are whole cents, not {given}",
+            {"given": type(value).__name__},
+        )
+    if not 0 <= value <= MAX_WAGE_CENTS:
+        raise PydanticCustomError(
+            "amount_out_of_range",
+            "the amount must lie between 0 and {limit} cents, not {given}",
+            {"limit": MAX_WAGE_CENTS, "given": value},
+        )
+    return value
+
+
+def _printable(value: str) -> str:
+    # str.isprintable() is False for NUL and every control character, and for lone
+    # UTF-16 surrogates, which no JSON encoder downstream (nor PostgreSQL) accepts.
+    if not value.isprintable():
+        raise PydanticCustomError(
+            "invalid_text",
+            "must be printable text (no control characters such as NUL, no lone surrogates)",
+        )
+    return value
+
+
+#: Planned hours of a declaration: a JSON integer, at most :data:`MAX_QUARTER_HOURS`.
+Hours = Annotated[int, BeforeValidator(_planned_hours)]
+#: Hours worked in a quarter (DmfA): 0 to :data:`MAX_QUARTER_HOURS`.
+WorkedHours = Annotated[int, BeforeValidator(_worked_hours)]
+#: A date of work between :data:`FIRST_WORK_DATE` and :data:`LAST_WORK_DATE`.
+WorkDate = Annotated[date, AfterValidator(_work_date)]
+#: A reporting year in the same window.
+ReportingYear = Annotated[int, BeforeValidator(_reporting_year)]
+#: A gross wage in cents: a JSON integer, 0 to :data:`MAX_WAGE_CENTS`.
+WageCents = Annotated[int, BeforeValidator(_wage_cents)]
+#: Ids and codes: printable text only.
+PrintableText = Annotated[str, AfterValidator(_printable)]
 
 
 class Contract(BaseModel):

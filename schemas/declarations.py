@@ -9,18 +9,31 @@ land on one partition, in order.
 
 from __future__ import annotations
 
-from datetime import date
 from enum import StrEnum
 from typing import Any, Literal, Self
 
 from pydantic import AwareDatetime, Field, model_validator
 
-from schemas._base import Contract, EmployerRef, Worker
+from schemas._base import (
+    Contract,
+    EmployerRef,
+    Hours,
+    PrintableText,
+    ReportingYear,
+    WageCents,
+    WorkDate,
+    WorkedHours,
+    Worker,
+)
 from schemas.identifiers import EnterpriseNumber, NssoNumber
 
 SCHEMA_VERSION: Literal[1] = 1
 
-EventId = Field(min_length=1, max_length=128, description="Unique id; the idempotency key.")
+EventId = Field(
+    min_length=1,
+    max_length=128,
+    description="Unique per declarant and kind (Dimona or DmfA); the idempotency key.",
+)
 
 
 class DeclarantKind(StrEnum):
@@ -46,44 +59,44 @@ class Declarant(Contract):
 
 
 class DimonaFeatures(Contract):
-    joint_commission_number: str = Field(min_length=1, max_length=10)
-    worker_type: str = Field(min_length=1, max_length=10, description="STU for students.")
+    joint_commission_number: PrintableText = Field(min_length=1, max_length=10)
+    worker_type: PrintableText = Field(min_length=1, max_length=10, description="STU for students.")
 
 
 class UsingEmployer(Contract):
     """The client company of a temp agency (the agency is the legal employer)."""
 
     enterprise_number: EnterpriseNumber | None = None
-    name: str | None = None
+    name: PrintableText | None = Field(default=None, max_length=200)
 
 
 class DimonaIn(Contract):
-    starting_date: date
-    ending_date: date
+    starting_date: WorkDate
+    ending_date: WorkDate
     dimona_features: DimonaFeatures
-    planned_hours_number: int = Field(description="Whole hours, above 0.")
+    planned_hours_number: Hours = Field(description="Whole hours, above 0.")
     using_employer: UsingEmployer | None = None
     student_place_of_work: dict[str, Any] | None = None
 
 
 class DimonaUpdate(Contract):
-    period_id: str = Field(min_length=1, max_length=64)
-    starting_date: date | None = Field(
+    period_id: PrintableText = Field(min_length=1, max_length=64)
+    starting_date: WorkDate | None = Field(
         default=None, description="If given, must equal the declared start (it cannot change)."
     )
-    ending_date: date
-    planned_hours_number: int
+    ending_date: WorkDate
+    planned_hours_number: Hours
 
 
 class DimonaCancel(Contract):
-    period_id: str = Field(min_length=1, max_length=64)
+    period_id: PrintableText = Field(min_length=1, max_length=64)
 
 
 class DimonaDeclaration(Contract):
     """One Dimona STU message on ``dimona.declarations`` (key: the worker's SSIN)."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    event_id: str = EventId
+    event_id: PrintableText = EventId
     submitted_at: AwareDatetime
     declarant: Declarant = Field(default_factory=Declarant)
     employer: EmployerRef
@@ -120,11 +133,11 @@ class DmfaDeclaration(Contract):
     """
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    event_id: str = EventId
+    event_id: PrintableText = EventId
     submitted_at: AwareDatetime
     employer: EmployerRef
     worker: Worker
-    year: int = Field(ge=2000, le=2100)
-    quarter: int = Field(ge=1, le=4)
-    hours_worked: int = Field(ge=0)
-    gross_wage_cents: int = Field(ge=0)
+    year: ReportingYear
+    quarter: int = Field(ge=1, le=4, strict=True)
+    hours_worked: WorkedHours
+    gross_wage_cents: WageCents

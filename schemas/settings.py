@@ -50,6 +50,14 @@ class Settings(BaseSettings):
     dead_letter_retention_days: int = Field(90, ge=1)
     batch_size: int = Field(1000, ge=1, description="Most events applied in one transaction.")
     batch_within: float = Field(0.2, gt=0, description="Seconds to wait to fill a batch.")
+    declaration_horizon_days: int = Field(
+        731,
+        ge=1,
+        description=(
+            "How far ahead of its reception a declared period may start (days); "
+            "further is refused as DATE_OUT_OF_RANGE."
+        ),
+    )
     quota_hours: dict[int, int] = Field(
         default_factory=lambda: dict(DEFAULT_QUOTA_HOURS),
         description='Quota per year, JSON, e.g. {"2025": 650}; merged over the defaults.',

@@ -1,96 +1,104 @@
-"""The faust worker: agents that feed input topics to the batch processor.
+"""The worker process, assembled: faust hosts it, the runtime's lanes consume.
 
-Every agent reads raw bytes (parsing is ours, so a malformed message becomes a refusal
-and a dead letter instead of a consumer error) in batches with ``take_events``, and
-hands each batch to :class:`streams.processor.BatchProcessor`. Offsets are acknowledged
-only after the batch's transaction committed.
+faust gives the process its lifecycle (start, signals, clean stop), the web server, the
+leader's crontab and timers. Every input topic is read by a lane of
+:mod:`streams.runtime`, which commits offsets only after the batch's transaction
+committed. This module only wires the parts together; what the parts do is in
+:mod:`streams.runtime`, :mod:`streams.processor`, :mod:`streams.attestations` and
+:mod:`streams.consents`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
 
-import asyncpg
 import faust
 
-from producers.relay import OutboxRelay
 from schemas.settings import Settings
 from schemas.topics import DIMONA, DMFA, QUOTA_CHANGES
-from streams.processor import BatchProcessor, BatchReport, Clock, RawRecord, utc_now
+from streams.processor import BatchProcessor, QuotaChangeHandler
+from streams.runtime import Clock, InputLane, RawRecord, RecordHandler, WorkerState, utc_now
 
 log = logging.getLogger(__name__)
 
-_RETRY_SECONDS = (0.5, 1, 2, 5, 10)
+#: How long a stopping worker lets its lanes finish the batch in hand.
+_STOP_GRACE_SECONDS = 15.0
 
-T = TypeVar("T")
 
+class _LazyLedger:
+    """The ledger handlers, built once the database pool exists."""
 
-class WorkerState:
-    """What the agents share: the database pool and the processor, opened lazily."""
-
-    def __init__(self, settings: Settings, clock: Clock = utc_now) -> None:
-        self.settings = settings
-        self.clock = clock
-        self._pool: asyncpg.Pool | None = None
+    def __init__(self, state: WorkerState) -> None:
+        self._state = state
         self._processor: BatchProcessor | None = None
         self._lock = asyncio.Lock()
-        self.relay = OutboxRelay(settings)
 
     async def processor(self) -> BatchProcessor:
         async with self._lock:
             if self._processor is None:
-                self._pool = await asyncpg.create_pool(
-                    self.settings.database_url,
-                    min_size=1,
-                    max_size=self.settings.database_pool_size,
-                )
-                self._processor = BatchProcessor(self._pool, self.settings, self.clock)
+                pool = await self._state.pool()
+                self._processor = BatchProcessor(pool, self._state.settings, self._state.clock)
             return self._processor
 
-    async def pool(self) -> asyncpg.Pool:
-        await self.processor()
-        assert self._pool is not None
-        return self._pool
 
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
+class _Declarations:
+    def __init__(self, ledger: _LazyLedger) -> None:
+        self._ledger = ledger
 
+    async def apply(self, records: Sequence[RawRecord]) -> object:
+        return await (await self._ledger.processor()).apply(records)
 
-def raw_record(topic: str, event: Any) -> RawRecord:
-    message = event.message
-    return RawRecord(
-        topic=topic,
-        partition=message.partition,
-        offset=message.offset,
-        timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
-        key=message.key,
-        value=message.value,
-    )
+    async def quarantine(self, record: RawRecord, error: BaseException) -> None:
+        await (await self._ledger.processor()).quarantine(record, error)
 
 
-async def with_retries(what: str, work: Callable[..., Awaitable[T]], *args: Any) -> T:
-    """Run ``work`` until it succeeds: a batch is never skipped, only delayed.
+class _QuotaChanges:
+    def __init__(self, ledger: _LazyLedger) -> None:
+        self._ledger = ledger
 
-    A database outage stalls the partition (correct: nothing can be decided without the
-    ledger) and resumes by itself when the database is back.
+    async def apply(self, records: Sequence[RawRecord]) -> object:
+        return await QuotaChangeHandler(await self._ledger.processor()).apply(records)
+
+    async def quarantine(self, record: RawRecord, error: BaseException) -> None:
+        await (await self._ledger.processor()).quarantine(record, error)
+
+
+def create_lanes(
+    settings: Settings, state: WorkerState, extra: dict[str, tuple[RecordHandler, int]]
+) -> list[InputLane]:
+    """One lane for the ledger (Dimona, DmfA, quota changes: co-partitioned, so one
+    consumer holds a student's partitions of both declaration topics), one per other
+    input, so a slow PDF batch never holds a declaration back."""
+    ledger = _LazyLedger(state)
+    declarations = _Declarations(ledger)
+    lanes = [
+        InputLane(
+            "ledger",
+            settings,
+            {DIMONA: declarations, DMFA: declarations, QUOTA_CHANGES: _QuotaChanges(ledger)},
+        )
+    ]
+    for topic, (handler, batch) in extra.items():
+        lanes.append(InputLane(topic, settings, {topic: handler}, max_batch=batch))
+    return lanes
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock = utc_now,
+    services: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
+    publish_rotation: Callable[..., Awaitable[list[int]]] | None = None,
+) -> tuple[faust.App, WorkerState]:
+    """The faust app hosting the lanes, ``services`` (run as tasks) and the web views.
+
+    ``publish_rotation`` is the access-code scheduler's publisher, given by the caller
+    that assembles the worker (the scheduler lives above this package).
     """
-    attempt = 0
-    while True:
-        try:
-            return await work(*args)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-            delay = _RETRY_SECONDS[min(attempt, len(_RETRY_SECONDS) - 1)]
-            log.warning("%s failed (%s); retrying in %s s", what, error, delay)
-            attempt += 1
-            await asyncio.sleep(delay)
-
-
-def create_app(settings: Settings, *, clock: Clock = utc_now) -> tuple[faust.App, WorkerState]:
-    """The faust app with its agents, and the shared state they use."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
@@ -115,51 +123,38 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> tuple[faust.App
     )
     state = WorkerState(settings, clock)
 
-    def batched(logical_topic: str) -> Callable[[Any], Any]:
-        async def agent(stream: Any) -> AsyncIterator[BatchReport]:
-            async for events in stream.take_events(settings.batch_size, settings.batch_within):
-                records = [raw_record(logical_topic, e) for e in events]
-                processor = await state.processor()
-                yield await with_retries(f"batch of {logical_topic}", processor.process, records)
-
-        agent.__name__ = logical_topic.replace(".", "_")
-        return agent
-
-    for logical in (DIMONA, DMFA):
-        topic = app.topic(
-            settings.topic(logical), key_type=bytes, value_type=bytes, allow_empty=True
-        )
-        app.agent(topic, name=logical.replace(".", "_"))(batched(logical))
-
-    quota_topic = app.topic(
-        settings.topic(QUOTA_CHANGES), key_type=bytes, value_type=bytes, allow_empty=True
-    )
-
-    @app.agent(quota_topic, name="quota_changes")
-    async def quota_changes(stream: Any) -> AsyncIterator[int]:
-        async for event in stream.events():
-            record = raw_record(QUOTA_CHANGES, event)
-            processor = await state.processor()
-            yield await with_retries("quota change", processor.process_quota_change, record)
-
-    if settings.relay_in_worker:
-
-        async def outbox_relay() -> None:
-            try:
-                await state.relay.run()
-            finally:
-                state.relay.stop()
-
-        app.task(outbox_relay)
-
     from streams import attestations, consents
     from streams.web import register_views
 
-    attestations.register_agents(app, state)
-    consents.register_agents(app, state)
+    async def no_rotation(*_: Any, **__: Any) -> list[int]:
+        log.warning("no access-code scheduler in this worker; rotation is not published")
+        return []
+
+    extra = attestations.register_agents(app, state, publish_rotation or no_rotation)
+    extra.update({topic: (h, settings.batch_size) for topic, h in consents.handlers(state).items()})
+    lanes = create_lanes(settings, state, extra)
+
+    async def run_lanes() -> None:
+        consuming = [asyncio.create_task(lane.run(), name=f"lane {lane.name}") for lane in lanes]
+        others = [asyncio.create_task(service(), name="service") for service in services]
+        try:
+            await asyncio.gather(*consuming, *others)
+        finally:
+            # Let each lane finish and commit the batch in hand, then stop what is left.
+            for lane in lanes:
+                lane.stop()
+            _done, pending = await asyncio.wait(consuming, timeout=_STOP_GRACE_SECONDS)
+            for task in [*pending, *others]:
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(*pending, *others, return_exceptions=True)
+            await state.close()
+
+    app.task(run_lanes)
     register_views(app, state)
 
     app.studentwork_state = state  # type: ignore[attr-defined]
+    app.studentwork_lanes = lanes  # type: ignore[attr-defined]
     return app, state
 
 

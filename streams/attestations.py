@@ -30,7 +30,7 @@ import base64
 import hashlib
 import hmac
 import logging
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -43,7 +43,6 @@ from pydantic import ValidationError
 from db import attestations as queries
 from db import store
 from db.store import OutboxMessage
-from producers.access_code_scheduler import publish_rotation, rotation_commands
 from quota.access_codes import (
     AccessCodeKeys,
     code_validity,
@@ -72,10 +71,11 @@ from schemas.topics import (
 )
 from streams.attestation_pdf import AttestationDocument, PdfRenderer
 from streams.messages import describe_validation_error
-from streams.processor import RawRecord, Rejection, dead_letter_message
+from streams.processor import Rejection, dead_letter_message, quarantine_record
+from streams.runtime import RawRecord, RecordHandler
 
 if TYPE_CHECKING:
-    from streams.app import WorkerState
+    from streams.runtime import WorkerState
 
 log = logging.getLogger(__name__)
 
@@ -488,7 +488,7 @@ async def reject_records(
     now: datetime,
 ) -> int:
     """Turn unparseable records into dead letters, once each; return how many are new."""
-    ids = [f"rejected:{r.topic}:{r.partition}:{r.offset}" for r, _ in rejections]
+    ids = [Rejection(r, reason).dedupe_id for r, reason in rejections]
     async with pool.acquire() as conn, conn.transaction():
         claimed = await queries.claim_events(conn, ids)
         messages = []
@@ -505,10 +505,37 @@ async def reject_records(
 # --------------------------------------------------------------------------------------------
 
 
-def register_agents(app: faust.App, state: WorkerState) -> None:
-    """Add the attestation and rotation agents, the monthly crontab and start-up tasks."""
-    from streams.app import raw_record, with_retries
+#: Publishes the rotation commands of a month (the scheduler's, injected by the caller
+#: that assembles the worker, so that this package does not import producers).
+RotationPublisher = Callable[..., Awaitable[list[int]]]
 
+
+class _Handler:
+    """A :class:`streams.runtime.RecordHandler` from an apply function; a record the
+    runtime isolates becomes a dead letter."""
+
+    def __init__(
+        self, state: WorkerState, apply: Callable[[Sequence[RawRecord]], Awaitable[object]]
+    ) -> None:
+        self._state = state
+        self._apply = apply
+
+    async def apply(self, records: Sequence[RawRecord]) -> object:
+        return await self._apply(records)
+
+    async def quarantine(self, record: RawRecord, error: BaseException) -> None:
+        pool = await self._state.pool()
+        await quarantine_record(pool, self._state.settings, record, error, self._state.clock())
+
+
+def register_agents(
+    app: faust.App, state: WorkerState, publish_rotation: RotationPublisher
+) -> dict[str, tuple[RecordHandler, int]]:
+    """Add the monthly crontab and start-up tasks; return the input handlers.
+
+    The result maps the logical topics (attestation requests, code rotations) to their
+    handler and the largest batch it takes.
+    """
     settings = state.settings
     codes = AccessCodes(settings)
     renderer = PdfRenderer(settings.pdf_processes)
@@ -518,24 +545,8 @@ def register_agents(app: faust.App, state: WorkerState) -> None:
     # few documents per process so a burst never holds a partition for long.
     batch = max(1, min(settings.batch_size, 4 * settings.pdf_processes))
 
-    requests_topic = app.topic(
-        settings.topic(ATTESTATION_REQUESTS), key_type=bytes, value_type=bytes, allow_empty=True
-    )
-    rotate_topic = app.topic(
-        settings.topic(ACCESS_CODES_ROTATE), key_type=bytes, value_type=bytes, allow_empty=True
-    )
-
-    @app.agent(requests_topic, name="attestation_requests")
-    async def attestation_requests(stream: Any) -> AsyncIterator[AttestationReport]:
-        async for events in stream.take_events(batch, settings.batch_within):
-            records = [raw_record(ATTESTATION_REQUESTS, e) for e in events]
-            yield await with_retries("batch of attestation requests", service.process, records)
-
-    @app.agent(rotate_topic, name="access_codes_rotate")
-    async def access_codes_rotate(stream: Any) -> AsyncIterator[int]:
-        async for event in stream.events():
-            record = raw_record(ACCESS_CODES_ROTATE, event)
-            yield await with_retries("access-code rotation", _rotate, record)
+    async def rotate_all(records: Sequence[RawRecord]) -> int:
+        return sum([await _rotate(record) for record in records])
 
     async def _rotate(record: RawRecord) -> int:
         pool = await state.pool()
@@ -605,6 +616,10 @@ def register_agents(app: faust.App, state: WorkerState) -> None:
     # (mode's handler type does not admit an ``async def``; the signal awaits it anyway.)
     shutdown_signal: Any = app.on_before_shutdown
     shutdown_signal.connect(stop_renderer)
+    return {
+        ATTESTATION_REQUESTS: (_Handler(state, service.process), batch),
+        ACCESS_CODES_ROTATE: (_Handler(state, rotate_all), 1),
+    }
 
 
 __all__ = [
@@ -614,9 +629,7 @@ __all__ = [
     "attestation_years",
     "code_valid_on",
     "partition_of",
-    "publish_rotation",
     "register_agents",
     "rotate_partition",
-    "rotation_commands",
     "year_refusal",
 ]

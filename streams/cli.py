@@ -61,7 +61,21 @@ def worker() -> None:
     asyncio.run(prepare(settings))
     # asyncio.run leaves no current loop behind; faust wants one.
     asyncio.set_event_loop(asyncio.new_event_loop())
-    app, _state = create_app(settings)
+    from producers.access_code_scheduler import publish_rotation
+    from producers.relay import OutboxRelay
+
+    services = []
+    if settings.relay_in_worker:
+        relay = OutboxRelay(settings)
+
+        async def outbox_relay() -> None:
+            try:
+                await relay.run()
+            finally:
+                relay.stop()
+
+        services.append(outbox_relay)
+    app, _state = create_app(settings, services=services, publish_rotation=publish_rotation)
     run_worker(app, settings)
 
 

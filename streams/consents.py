@@ -11,12 +11,11 @@ applied become dead letters on ``declarations.rejected``: they never stall a par
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import asyncpg
-import faust
 from pydantic import ValidationError
 
 from db import consents as consent_db
@@ -26,10 +25,11 @@ from schemas.consents import ConsentChange
 from schemas.settings import Settings
 from schemas.topics import CONSENTS
 from streams.messages import describe_validation_error
-from streams.processor import Clock, RawRecord, Rejection, dead_letter_message
+from streams.processor import Rejection, dead_letter_message, quarantine_record
+from streams.runtime import Clock, RawRecord, RecordHandler
 
 if TYPE_CHECKING:
-    from streams.app import WorkerState
+    from streams.runtime import WorkerState
 
 log = logging.getLogger(__name__)
 
@@ -107,19 +107,24 @@ class ConsentApplier:
         return report
 
 
-def register_agents(app: faust.App, state: WorkerState) -> None:
-    """Add the consent agent (topic ``consents``) to the worker."""
-    from streams.app import raw_record, with_retries
+class ConsentHandler:
+    """The :class:`streams.runtime.RecordHandler` of ``consents``."""
 
-    settings = state.settings
-    topic = app.topic(settings.topic(CONSENTS), key_type=bytes, value_type=bytes, allow_empty=True)
-    applier: ConsentApplier | None = None
+    def __init__(self, state: WorkerState) -> None:
+        self._state = state
+        self._applier: ConsentApplier | None = None
 
-    @app.agent(topic, name="consents")
-    async def consents(stream: Any) -> AsyncIterator[ConsentReport]:
-        nonlocal applier
-        async for events in stream.take_events(settings.batch_size, settings.batch_within):
-            records = [raw_record(CONSENTS, e) for e in events]
-            if applier is None:
-                applier = ConsentApplier(await state.pool(), settings, state.clock)
-            yield await with_retries("batch of consents", applier.apply, records)
+    async def apply(self, records: Sequence[RawRecord]) -> ConsentReport:
+        if self._applier is None:
+            pool = await self._state.pool()
+            self._applier = ConsentApplier(pool, self._state.settings, self._state.clock)
+        return await self._applier.apply(records)
+
+    async def quarantine(self, record: RawRecord, error: BaseException) -> None:
+        pool = await self._state.pool()
+        await quarantine_record(pool, self._state.settings, record, error, self._state.clock())
+
+
+def handlers(state: WorkerState) -> dict[str, RecordHandler]:
+    """The input handler of the consent topic."""
+    return {CONSENTS: ConsentHandler(state)}

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -28,18 +29,42 @@ from schemas.answers import (
 from schemas.declarations import DimonaDeclaration, DmfaDeclaration
 from schemas.identifiers import normalize_enterprise_number
 
-#: DmfA and Dimona event ids live in separate namespaces: a payroll system reusing an id
-#: across the two must not see the second message skipped as a replay.
-DMFA_EVENT_PREFIX = "dmfa:"
+IdempotencyKind = Literal["dimona", "dmfa"]
+
+
+def idempotency_key(kind: IdempotencyKind, declarant: str, event_id: str) -> str:
+    """The key under which a sender's event id is applied once.
+
+    Event ids are unique per declarant and kind, not globally: employer B may use the
+    ``"42"`` employer A used, and a DmfA may reuse a Dimona's id. Every key a sender's id
+    produces starts with its kind, so none can collide with the ids the system makes
+    itself (dead letters, quota changes, rotations).
+    """
+    return f"{kind}:{declarant}:{event_id}"
+
+
+def body_digest(raw: bytes) -> bytes:
+    """SHA-256 of a message's content, to tell a replay from a reused event id.
+
+    The digest is over the canonical JSON (keys sorted, no whitespace, ASCII escapes) of
+    the message without ``submittedAt``: a payroll package that resends a declaration
+    re-serialised, or stamped again, is replaying it, not sending another one.
+    """
+    data = json.loads(raw)
+    if isinstance(data, dict):
+        data.pop("submittedAt", None)
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).digest()
 
 
 def dimona_command(msg: DimonaDeclaration, received_at: datetime) -> Command:
     employer = msg.employer.employer_id
+    key = idempotency_key("dimona", msg.declarant_id, msg.event_id)
     if msg.dimona_in is not None:
         body = msg.dimona_in
         using = body.using_employer.enterprise_number if body.using_employer else None
         return DeclarePeriod(
-            event_id=msg.event_id,
+            event_id=key,
             employer=employer,
             declarant=msg.declarant_id,
             start=body.starting_date,
@@ -53,7 +78,7 @@ def dimona_command(msg: DimonaDeclaration, received_at: datetime) -> Command:
     if msg.dimona_update is not None:
         update = msg.dimona_update
         return UpdatePeriod(
-            event_id=msg.event_id,
+            event_id=key,
             employer=employer,
             period_id=update.period_id,
             end=update.ending_date,
@@ -62,12 +87,12 @@ def dimona_command(msg: DimonaDeclaration, received_at: datetime) -> Command:
             start=update.starting_date,
         )
     assert msg.dimona_cancel is not None
-    return CancelPeriod(msg.event_id, employer, msg.dimona_cancel.period_id, received_at)
+    return CancelPeriod(key, employer, msg.dimona_cancel.period_id, received_at)
 
 
 def dmfa_command(msg: DmfaDeclaration, received_at: datetime) -> ReportWages:
     return ReportWages(
-        event_id=DMFA_EVENT_PREFIX + msg.event_id,
+        event_id=idempotency_key("dmfa", msg.employer.employer_id, msg.event_id),
         employer=msg.employer.employer_id,
         year=msg.year,
         quarter=msg.quarter,
@@ -75,10 +100,6 @@ def dmfa_command(msg: DmfaDeclaration, received_at: datetime) -> ReportWages:
         gross_wage_cents=msg.gross_wage_cents,
         received_at=received_at,
     )
-
-
-def source_event_id(command: Command) -> str:
-    return command.event_id.removeprefix(DMFA_EVENT_PREFIX)
 
 
 def action_of(command: Command) -> AnswerAction:
@@ -91,11 +112,13 @@ def action_of(command: Command) -> AnswerAction:
     return "dmfa"
 
 
-def answer_for(command: Command, ssin: str, decision: Decision, now: datetime) -> DimonaAnswer:
-    in_reply_to = source_event_id(command)
+def answer_for(
+    command: Command, ssin: str, decision: Decision, now: datetime, *, reply_to: str
+) -> DimonaAnswer:
+    """The answer to an applied command; ``reply_to`` is the sender's own event id."""
     return DimonaAnswer(
-        event_id=f"ack:{action_of(command)}:{in_reply_to}",
-        in_reply_to=in_reply_to,
+        event_id=f"ack:{command.event_id}",
+        in_reply_to=reply_to,
         action=action_of(command),
         status=decision.status.value,
         employer=command.employer,
@@ -159,37 +182,83 @@ def balance_event_bytes(document: dict[str, Any], version: int, now: datetime) -
     ).encode()
 
 
+def printable(text: str, limit: int = 2000) -> str:
+    """``text`` with anything unprintable (NUL, control characters, lone surrogates)
+    replaced, cut to ``limit`` characters: safe in JSON, in PostgreSQL text and in logs."""
+    return "".join(c if c.isprintable() else "\ufffd" for c in text[:limit])
+
+
 def describe_validation_error(error: ValidationError) -> str:
     """One readable line per problem, naming the JSON path of each field."""
     parts = []
     for item in error.errors(include_url=False):
         where = ".".join(str(p) for p in item["loc"]) or "message"
         parts.append(f"{where}: {item['msg']}")
-    return "; ".join(parts)
+    return printable("; ".join(parts))
+
+
+#: Refusal codes of the contract violations that have one of their own (pydantic error
+#: types raised by the validators in :mod:`schemas._base`).
+_CODE_OF_ERROR_TYPE = {
+    "hours_not_integer": AnomalyCode.HOURS_NOT_INTEGER,
+    "hours_out_of_range": AnomalyCode.HOURS_OUT_OF_RANGE,
+    "date_out_of_range": AnomalyCode.DATE_OUT_OF_RANGE,
+    "amount_not_integer": AnomalyCode.AMOUNT_OUT_OF_RANGE,
+    "amount_out_of_range": AnomalyCode.AMOUNT_OUT_OF_RANGE,
+    "invalid_text": AnomalyCode.INVALID_TEXT,
+}
+
+
+def refusal_code(error: ValidationError) -> AnomalyCode:
+    """The anomaly code of a refused message: the first problem that has its own code."""
+    for item in error.errors(include_url=False):
+        code = _CODE_OF_ERROR_TYPE.get(item["type"])
+        if code is not None:
+            return code
+    return AnomalyCode.INVALID_MESSAGE
+
+
+def _json_object(raw: bytes | None) -> dict[str, Any] | None:
+    try:
+        data = json.loads(raw or b"")
+    except (ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _printable_id(value: object, limit: int = 128) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = str(value)
+    return text if text and len(text) <= limit and text.isprintable() else None
 
 
 def guess_employer(raw: bytes | None) -> str | None:
-    """The employer of an invalid message, when one can be identified, to answer it."""
+    """The employer of an invalid message, when one can be identified, to answer it.
+
+    Only a valid identifier is returned: an answer goes to that employer alone.
+    """
+    data = _json_object(raw)
+    employer = data.get("employer") if data else None
+    if not isinstance(employer, dict):
+        return None
     try:
-        data = json.loads(raw or b"")
-        employer = data.get("employer") or {}
-        if employer.get("enterpriseNumber"):
-            return normalize_enterprise_number(str(employer["enterpriseNumber"]))
-        if employer.get("nssoRegistrationNumber"):
-            digits = "".join(c for c in str(employer["nssoRegistrationNumber"]) if c.isdigit())
+        number = _printable_id(employer.get("enterpriseNumber"), 32)
+        if number:
+            return normalize_enterprise_number(number)
+        nsso = _printable_id(employer.get("nssoRegistrationNumber"), 32)
+        if nsso:
+            digits = "".join(c for c in nsso if "0" <= c <= "9")
             return f"NSSO{digits}" if digits else None
-    except (ValueError, AttributeError, TypeError):
+    except ValueError:
         return None
     return None
 
 
 def guess_action(raw: bytes | None) -> AnswerAction:
     """Which Dimona action an invalid message attempted, read from its shape."""
-    try:
-        data = json.loads(raw or b"")
-    except ValueError:
-        return "unknown"
-    if not isinstance(data, dict):
+    data = _json_object(raw)
+    if data is None:
         return "unknown"
     actions: tuple[tuple[str, AnswerAction], ...] = (
         ("dimonaIn", "in"),
@@ -203,24 +272,28 @@ def guess_action(raw: bytes | None) -> AnswerAction:
 
 
 def guess_event_id(raw: bytes | None) -> str | None:
-    try:
-        data = json.loads(raw or b"")
-        value = data.get("eventId")
-        return str(value) if value else None
-    except (ValueError, AttributeError, TypeError):
-        return None
+    """The sender's event id of an invalid message, if it is a usable one."""
+    data = _json_object(raw)
+    return _printable_id(data.get("eventId")) if data else None
 
 
 def refusal_answer(
-    reply_to: str, employer: str, reason: str, action: AnswerAction, now: datetime
+    *,
+    answer_id: str,
+    reply_to: str,
+    employer: str,
+    code: AnomalyCode,
+    reason: str,
+    action: AnswerAction,
+    now: datetime,
 ) -> DimonaAnswer:
     return DimonaAnswer(
-        event_id=f"ack:{action}:{reply_to}",
+        event_id=answer_id,
         in_reply_to=reply_to,
         action=action,
         status="B",
         employer=employer,
-        anomalies=[AnswerAnomaly(code=AnomalyCode.INVALID_MESSAGE.value, text=reason)],
+        anomalies=[AnswerAnomaly(code=code.value, text=printable(reason))],
         answered_at=now,
     )
 
@@ -251,6 +324,10 @@ def dead_letter(
 
 
 def utc_from_millis(ms: int | float | None) -> datetime | None:
+    """The moment of a record timestamp; None when absent or beyond what a date holds."""
     if ms is None or ms < 0:
         return None
-    return datetime.fromtimestamp(ms / 1000, UTC)
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None

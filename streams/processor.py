@@ -9,17 +9,27 @@ the applied event ids turn into a no-op.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 import asyncpg
 from pydantic import ValidationError
 
 from db import store
-from db.store import OutboxMessage
-from quota import Command, Outcome, QuotaRules, StudentLedger, apply_batch, compute_balance
+from db.store import AppliedEvent, OutboxMessage
+from quota import (
+    AnomalyCode,
+    Command,
+    DeclarePeriod,
+    Outcome,
+    QuotaRules,
+    StudentLedger,
+    apply_batch,
+    compute_balance,
+)
 from quota.balance import Balance
 from schemas.answers import AnswerAction, QuotaChange
 from schemas.declarations import DimonaDeclaration, DmfaDeclaration
@@ -29,6 +39,7 @@ from streams.messages import (
     answer_for,
     balance_document,
     balance_event_bytes,
+    body_digest,
     dead_letter,
     describe_validation_error,
     dimona_command,
@@ -36,29 +47,20 @@ from streams.messages import (
     guess_action,
     guess_employer,
     guess_event_id,
+    printable,
     refusal_answer,
+    refusal_code,
     utc_from_millis,
 )
+from streams.runtime import Clock, RawRecord, describe_error, utc_now
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
+__all__ = ["BatchProcessor", "BatchReport", "Clock", "RawRecord", "Rejection", "utc_now"]
 
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class RawRecord:
-    """A consumed record, as the broker delivered it."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int | None
-    key: bytes | None
-    value: bytes | None
+#: Record timestamps outside these years are refused: they are a sender's clock gone
+#: wrong (CreateTime topics), and lateness cannot be judged on them.
+_TIMESTAMP_YEARS = range(2000, 2100)
 
 
 @dataclass(frozen=True)
@@ -67,11 +69,33 @@ class Rejection:
 
     record: RawRecord
     reason: str
+    code: AnomalyCode = AnomalyCode.INVALID_MESSAGE
 
     @property
     def dedupe_id(self) -> str:
+        """Unique per record, also when a topic is recreated and offsets start again:
+        the record's timestamp and a digest of its bytes make a replay of the same
+        record the same id, and another record at a reused offset another id."""
         r = self.record
-        return f"rejected:{r.topic}:{r.partition}:{r.offset}"
+        digest = hashlib.sha256()
+        for part in (r.key, r.value):
+            digest.update(b"-" if part is None else len(part).to_bytes(8, "big") + part)
+        return (
+            f"rejected:{r.topic}:{r.partition}:{r.offset}:{r.timestamp_ms}:"
+            f"{digest.hexdigest()[:16]}"
+        )
+
+
+@dataclass(frozen=True)
+class Intake:
+    """A record that parsed into a domain command, with what idempotency needs."""
+
+    record: RawRecord
+    ssin: str
+    command: Command
+    #: The sender's own event id (answers name it in ``inReplyTo``).
+    reply_to: str
+    digest: bytes
 
 
 @dataclass
@@ -84,11 +108,14 @@ class BatchReport:
 
 
 def dead_letter_message(rejection: Rejection, settings: Settings, now: datetime) -> OutboxMessage:
-    """The ``declarations.rejected`` message for a rejected record (logged as it is made)."""
+    """The ``declarations.rejected`` message for a rejected record (logged as it is made).
+
+    The log line names the record and the refusal code only: the reason may quote a
+    student's SSIN, which has no place in logs.
+    """
     record = rejection.record
-    log.warning(
-        "rejected %s[%d]@%d: %s", record.topic, record.partition, record.offset, rejection.reason
-    )
+    log.warning("rejected %s: %s", record.origin, rejection.code.value)
+    log.debug("rejected %s: %s", record.origin, rejection.reason)
     letter = dead_letter(
         event_id=rejection.dedupe_id,
         topic=settings.topic(record.topic),
@@ -97,98 +124,183 @@ def dead_letter_message(rejection: Rejection, settings: Settings, now: datetime)
         timestamp=utc_from_millis(record.timestamp_ms),
         key=record.key,
         raw=record.value,
-        reason=rejection.reason,
+        reason=printable(f"{rejection.code.value}: {rejection.reason}"),
         now=now,
     )
     return OutboxMessage(REJECTED, record.key, letter.to_json_bytes())
 
 
+async def quarantine_record(
+    pool: asyncpg.Pool, settings: Settings, record: RawRecord, error: BaseException, now: datetime
+) -> None:
+    """Dead-letter, once, a record that the runtime isolated because applying it failed."""
+    rejection = Rejection(
+        record,
+        f"this message could not be applied ({describe_error(error)})",
+        AnomalyCode.PROCESSING_FAILED,
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        if await store.applied_events(conn, [rejection.dedupe_id]):
+            return
+        await store.record_applied_events(conn, [(rejection.dedupe_id, None, record.origin)])
+        await store.enqueue(conn, [dead_letter_message(rejection, settings, now)])
+
+
 class BatchProcessor:
-    """Applies batches of input records to the system of record."""
+    """Applies batches of ``dimona.declarations`` and ``dmfa.declarations`` records.
+
+    It is the :class:`streams.runtime.RecordHandler` of both topics: :meth:`apply`
+    decides a batch in one transaction, :meth:`quarantine` refuses a record that the
+    runtime isolated because applying it failed.
+    """
 
     def __init__(self, pool: asyncpg.Pool, settings: Settings, clock: Clock = utc_now) -> None:
         self._pool = pool
         self._settings = settings
         self._clock = clock
 
-    def parse(self, record: RawRecord) -> Command | Rejection:
+    def parse(self, record: RawRecord) -> Intake | Rejection:
         """The domain command a record carries, or why it carries none."""
-        received_at = utc_from_millis(record.timestamp_ms) or self._clock()
+        if record.value is None:
+            return Rejection(record, "empty message (no value)")
+        if record.timestamp_ms is None:
+            received_at = self._clock()
+        else:
+            moment = utc_from_millis(record.timestamp_ms)
+            if moment is None or moment.year not in _TIMESTAMP_YEARS:
+                return Rejection(
+                    record,
+                    f"the record timestamp {record.timestamp_ms} ms is not a moment between "
+                    f"{_TIMESTAMP_YEARS.start} and {_TIMESTAMP_YEARS.stop - 1}: lateness "
+                    "is judged on it",
+                    AnomalyCode.INVALID_TIMESTAMP,
+                )
+            received_at = moment
         try:
-            if record.value is None:
-                return Rejection(record, "empty message (no value)")
             if record.topic == DIMONA:
                 dimona = DimonaDeclaration.model_validate_json(record.value)
                 ssin, command = dimona.worker.ssin, dimona_command(dimona, received_at)
+                reply_to = dimona.event_id
             elif record.topic == DMFA:
                 dmfa = DmfaDeclaration.model_validate_json(record.value)
                 ssin, command = dmfa.worker.ssin, dmfa_command(dmfa, received_at)
+                reply_to = dmfa.event_id
             else:
                 return Rejection(record, f"no processing is defined for topic {record.topic}")
         except ValidationError as error:
-            return Rejection(record, describe_validation_error(error))
-        key = "".join(c for c in (record.key or b"").decode(errors="replace") if c.isdigit())
-        if key != ssin:
+            return Rejection(record, describe_validation_error(error), refusal_code(error))
+        if record.key is None or not record.key.isdigit() or record.key.decode() != ssin:
             return Rejection(
                 record,
-                f"the message key must be the worker's SSIN {ssin} (got {record.key!r}): "
-                "the key decides the partition that keeps a student's events in order",
+                "the message key must be the worker's SSIN as 11 ASCII digits: the key "
+                "decides the partition that keeps a student's events in order",
+                AnomalyCode.INVALID_KEY,
             )
-        return command
+        horizon = self._settings.declaration_horizon_days
+        if (
+            isinstance(command, DeclarePeriod)
+            and (command.start - received_at.date()).days > horizon
+        ):
+            return Rejection(
+                record,
+                f"the period starts {command.start}, more than {horizon} days after the "
+                "declaration was received",
+                AnomalyCode.DATE_OUT_OF_RANGE,
+            )
+        return Intake(record, ssin, command, reply_to, body_digest(record.value))
 
-    async def process(self, records: Sequence[RawRecord]) -> BatchReport:
-        parsed = [(record, self.parse(record)) for record in records]
-        commands: list[tuple[str, Command]] = []
-        for record, item in parsed:
-            if not isinstance(item, Rejection):
-                commands.append((self._ssin_of(record), item))
+    async def apply(self, records: Sequence[RawRecord]) -> BatchReport:
+        """Decide and store a batch in one transaction (the runtime commits after it)."""
+        parsed = [self.parse(record) for record in records]
         async with self._pool.acquire() as conn, conn.transaction():
             rules = self._settings.quota_rules.with_overrides(await store.quota_overrides(conn))
-            ids = [c.event_id for _, c in commands]
-            ids += [item.dedupe_id for _, item in parsed if isinstance(item, Rejection)]
-            done = await store.already_applied(conn, ids)
-            fresh_students = {ssin for ssin, c in commands if c.event_id not in done}
-            ledgers = await store.load_ledgers(conn, fresh_students)
-            applied = set(done)
-            result = apply_batch(ledgers, commands, applied, rules)
-            return await self._save(conn, parsed, result.outcomes, result.balances, done, ledgers)
+            ids = [item.command.event_id for item in parsed if isinstance(item, Intake)]
+            ids += [item.dedupe_id for item in parsed if isinstance(item, Rejection)]
+            stored = await store.applied_events(conn, ids)
+            parsed = self._refuse_reused_ids(parsed, stored)
+            duplicates = [
+                item.dedupe_id
+                for item in parsed
+                if isinstance(item, Rejection) and item.code is AnomalyCode.DUPLICATE_EVENT_ID
+            ]
+            if duplicates:
+                stored.update(await store.applied_events(conn, duplicates))
+            fresh = [
+                item
+                for item in parsed
+                if isinstance(item, Intake) and item.command.event_id not in stored
+            ]
+            ledgers = await store.load_ledgers(conn, {item.ssin for item in fresh})
+            result = apply_batch(ledgers, [(i.ssin, i.command) for i in fresh], set(), rules)
+            return await self._save(conn, parsed, result.outcomes, result.balances, stored, ledgers)
+
+    #: The name the runtime and older callers know.
+    process = apply
 
     @staticmethod
-    def _ssin_of(record: RawRecord) -> str:
-        # Parsing succeeded, so the key equals the normalised SSIN.
-        return "".join(c for c in (record.key or b"").decode() if c.isdigit())
+    def _refuse_reused_ids(
+        parsed: Sequence[Intake | Rejection], stored: dict[str, AppliedEvent]
+    ) -> list[Intake | Rejection]:
+        """Replace each reuse of an applied (or earlier in the batch) key with another body
+        by a ``DUPLICATE_EVENT_ID`` refusal naming the first message."""
+        first: dict[str, AppliedEvent] = {}
+        out: list[Intake | Rejection] = []
+        for item in parsed:
+            if isinstance(item, Rejection):
+                out.append(item)
+                continue
+            key = item.command.event_id
+            prior = stored.get(key) or first.get(key)
+            if prior is None:
+                first[key] = AppliedEvent(item.digest, item.record.origin)
+            elif prior.digest is not None and prior.digest != item.digest:
+                out.append(
+                    Rejection(
+                        item.record,
+                        f"event id {item.reply_to!r} was already used by this declarant for "
+                        f"another message ({prior.origin or 'an earlier record'}); give each "
+                        "message its own id, or resend the first one unchanged",
+                        AnomalyCode.DUPLICATE_EVENT_ID,
+                    )
+                )
+                continue
+            out.append(item)
+        return out
 
     async def _save(
         self,
         conn: asyncpg.Connection,
-        parsed: Sequence[tuple[RawRecord, Command | Rejection]],
+        parsed: Sequence[Intake | Rejection],
         outcomes: Sequence[Outcome],
         balances: Sequence[Balance],
-        done: set[str],
+        stored: dict[str, AppliedEvent],
         ledgers: dict[str, StudentLedger],
     ) -> BatchReport:
         now = self._clock()
         report = BatchReport()
         by_event = {o.command.event_id: o for o in outcomes}
         messages: list[OutboxMessage] = []
-        new_ids: list[str] = []
-        for _record, item in parsed:
+        new_ids: list[tuple[str, bytes | None, str]] = []
+        for item in parsed:
             if isinstance(item, Rejection):
-                if item.dedupe_id in done:
+                if item.dedupe_id in stored:
                     report.replayed += 1
                     continue
-                new_ids.append(item.dedupe_id)
+                stored[item.dedupe_id] = AppliedEvent(None, item.record.origin)
+                new_ids.append((item.dedupe_id, None, item.record.origin))
                 report.rejected += 1
                 messages.extend(self._rejection_messages(item, now))
                 report.statuses["B"] = report.statuses.get("B", 0) + 1
                 continue
-            outcome = by_event.pop(item.event_id, None)
+            outcome = by_event.pop(item.command.event_id, None)
             if outcome is None:
                 report.replayed += 1
                 continue
-            new_ids.append(item.event_id)
+            new_ids.append((item.command.event_id, item.digest, item.record.origin))
             report.applied += 1
-            answer = answer_for(outcome.command, outcome.ssin, outcome.decision, now)
+            answer = answer_for(
+                outcome.command, outcome.ssin, outcome.decision, now, reply_to=item.reply_to
+            )
             report.statuses[answer.status] = report.statuses.get(answer.status, 0) + 1
             messages.append(
                 OutboxMessage(
@@ -200,21 +312,44 @@ class BatchProcessor:
         balance_messages = await self._changed_balances(conn, balances, now)
         report.balances_changed = len(balance_messages)
         await store.save_ledgers(conn, ledgers.values())
-        await store.record_applied(conn, new_ids)
+        await store.record_applied_events(conn, new_ids)
         await store.enqueue(conn, messages + balance_messages)
         return report
 
     def _rejection_messages(self, rejection: Rejection, now: datetime) -> list[OutboxMessage]:
+        """The refusal (when an employer can be identified) and the dead letter."""
         record = rejection.record
         messages = []
         employer = guess_employer(record.value)
-        reply_to = guess_event_id(record.value) or rejection.dedupe_id
         if employer is not None:
+            sender_id = guess_event_id(record.value)
             action: AnswerAction = "dmfa" if record.topic == DMFA else guess_action(record.value)
-            answer = refusal_answer(reply_to, employer, rejection.reason, action, now)
+            answer = refusal_answer(
+                answer_id=f"ack:{rejection.dedupe_id}",
+                reply_to=sender_id or rejection.dedupe_id,
+                employer=employer,
+                code=rejection.code,
+                reason=rejection.reason,
+                action=action,
+                now=now,
+            )
             messages.append(OutboxMessage(ACKS, employer.encode(), answer.to_json_bytes()))
         messages.append(dead_letter_message(rejection, self._settings, now))
         return messages
+
+    async def quarantine(self, record: RawRecord, error: BaseException) -> None:
+        """Refuse a record whose application failed permanently, exactly once."""
+        rejection = Rejection(
+            record,
+            f"this message could not be applied ({describe_error(error)}); it was set "
+            "aside so that the rest of its batch could be applied",
+            AnomalyCode.PROCESSING_FAILED,
+        )
+        async with self._pool.acquire() as conn, conn.transaction():
+            if await store.applied_events(conn, [rejection.dedupe_id]):
+                return
+            await store.record_applied_events(conn, [(rejection.dedupe_id, None, record.origin)])
+            await store.enqueue(conn, self._rejection_messages(rejection, self._clock()))
 
     async def _changed_balances(
         self, conn: asyncpg.Connection, balances: Sequence[Balance], now: datetime
@@ -252,7 +387,7 @@ class BatchProcessor:
         try:
             change = QuotaChange.model_validate_json(record.value or b"")
         except ValidationError as error:
-            rejection = Rejection(record, describe_validation_error(error))
+            rejection = Rejection(record, describe_validation_error(error), refusal_code(error))
             async with self._pool.acquire() as conn, conn.transaction():
                 if not await store.already_applied(conn, [rejection.dedupe_id]):
                     await store.record_applied(conn, [rejection.dedupe_id])
@@ -291,3 +426,23 @@ class BatchProcessor:
             "quota %d set to %d hours: %d balances changed", change.year, change.hours, changed
         )
         return changed
+
+
+class QuotaChangeHandler:
+    """The :class:`streams.runtime.RecordHandler` of ``quota.changes``.
+
+    Each change is its own transaction (it recomputes a whole year); a change applied
+    before a later one in the batch failed is a no-op when the runtime retries it.
+    """
+
+    def __init__(self, processor: BatchProcessor) -> None:
+        self._processor = processor
+
+    async def apply(self, records: Sequence[RawRecord]) -> int:
+        changed = 0
+        for record in records:
+            changed += await self._processor.process_quota_change(record)
+        return changed
+
+    async def quarantine(self, record: RawRecord, error: BaseException) -> None:
+        await self._processor.quarantine(record, error)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import faust
 
 if TYPE_CHECKING:
-    from streams.app import WorkerState
+    from streams.runtime import WorkerState
 
 
 def register_views(app: faust.App, state: WorkerState) -> None:

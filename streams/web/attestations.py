@@ -42,7 +42,7 @@ from streams.web.auth import Role
 from streams.web.base import ApiView
 
 if TYPE_CHECKING:
-    from streams.app import WorkerState
+    from streams.runtime import WorkerState
 
 #: The one answer to every code that does not give access, whatever the reason.
 NO_ACCESS = "no valid access code matches"

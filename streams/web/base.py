@@ -10,7 +10,7 @@ from faust.web import exceptions
 from streams.web.auth import InvalidToken, Principal, Role, bearer_token, verify_token
 
 if TYPE_CHECKING:
-    from streams.app import WorkerState
+    from streams.runtime import WorkerState
 
 
 class ApiView(web.View):

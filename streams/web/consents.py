@@ -44,7 +44,7 @@ from streams.web.auth import Role
 from streams.web.base import ApiView
 
 if TYPE_CHECKING:
-    from streams.app import WorkerState
+    from streams.runtime import WorkerState
 
 #: Personal data: no cache anywhere on the way may keep it.
 NO_STORE = {"Cache-Control": "no-store"}

@@ -26,7 +26,7 @@ from streams.web.auth import Role
 from streams.web.base import ApiView
 
 if TYPE_CHECKING:
-    from streams.app import WorkerState
+    from streams.runtime import WorkerState
 
 NO_STORE = {"Cache-Control": "no-store"}
 _NOT_FOUND = "no such document in your eBox"

@@ -74,7 +74,7 @@ from streams.web.auth import Role
 from streams.web.base import ApiView
 
 if TYPE_CHECKING:
-    from streams.app import WorkerState
+    from streams.runtime import WorkerState
 
 #: First year of the hour quota (earlier years counted days and are not modelled).
 FIRST_YEAR = 2017

@@ -1,0 +1,350 @@
+"""The worker's runtime: consume a batch, apply it in one transaction, then commit.
+
+This is the one place that owns what happens between the broker and the system of
+record, for every input topic. Each *lane* is an aiokafka consumer (its own consumer
+group) that reads some input topics and hands each batch to the handler of its topic.
+Offsets are committed only after the handler returned, which means after its database
+transaction committed; nothing that was raised can lead to a commit.
+
+Why not faust agents: faust's ``take_events`` acknowledges every buffered event in a
+``finally:`` block, so an exception (or a cancellation) while a batch is applied commits
+offsets of records that were never applied. Owning the loop on aiokafka makes the rule
+"commit after the transaction" true by construction, keeps per-record overhead low, and
+puts a student's Dimona and DmfA partitions (same key, same partition number) in one
+consumer of one group. faust still hosts the process (lifecycle, signals, web, the
+leader's crontab).
+
+Failures are classified (:func:`is_transient`). Transient ones (connection lost,
+serialization failure, deadlock, broker unavailable) are retried with backoff: the
+batch waits, nothing is decided without the ledger. Every other error is permanent for
+the data that caused it: the batch is split in halves, in order, until the offending
+record is alone; that record is quarantined (the handler refuses it and dead-letters
+it, with the reason and the exception type) and the rest of the batch is applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_never,
+    wait_exponential_jitter,
+)
+
+from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """A consumed record, as the broker delivered it (``topic`` is the logical name)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    key: bytes | None
+    value: bytes | None
+
+    @property
+    def origin(self) -> str:
+        """Where the record came from, for logs and for naming it in answers."""
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+class RecordHandler(Protocol):
+    """What a lane needs of the code that applies one input topic."""
+
+    async def apply(self, records: Sequence[RawRecord]) -> object:
+        """Apply the records in one transaction (all or nothing); may raise."""
+
+    async def quarantine(self, record: RawRecord, error: BaseException) -> None:
+        """Refuse one record that cannot be applied: dead letter (and answer), once."""
+
+
+# --------------------------------------------------------------------------------------
+# Failure classification and retries
+# --------------------------------------------------------------------------------------
+
+#: SQLSTATE classes and codes that say "try again": connection exceptions (08),
+#: serialization failure and deadlock (40), insufficient resources (53), operator
+#: intervention such as a restarting server (57P01-57P03), lock not available (55P03)
+#: and system errors (58).
+_TRANSIENT_SQLSTATE_PREFIXES = ("08", "40", "53", "57P", "58", "55P03")
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether retrying the same work later may succeed (else the data is at fault)."""
+    if isinstance(error, asyncpg.PostgresError):
+        state = getattr(error, "sqlstate", None) or ""
+        return state.startswith(_TRANSIENT_SQLSTATE_PREFIXES)
+    if isinstance(error, asyncpg.exceptions._base.DataError):
+        # Client-side encoding of a query argument (an int beyond int32, say): the data.
+        return False
+    if isinstance(error, asyncpg.InterfaceError):
+        # Connection closed, pool closing, connection lost mid-query.
+        return True
+    if isinstance(error, KafkaError):
+        return bool(getattr(error, "retriable", False))
+    return isinstance(error, OSError | TimeoutError)
+
+
+def _log_retry(what: str) -> Callable[[RetryCallState], None]:
+    def before_sleep(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0
+        log.warning("%s failed (%r); retrying in %.1f s", what, error, delay)
+
+    return before_sleep
+
+
+async def retry_transient(what: str, work: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """Run ``work`` until it succeeds or fails permanently.
+
+    Transient failures are retried without limit (with exponential backoff up to 10 s):
+    a database outage delays a batch, it never skips it. Permanent ones are raised.
+    """
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(is_transient),
+        wait=wait_exponential_jitter(initial=0.5, max=10.0),
+        stop=stop_never,
+        before_sleep=_log_retry(what),
+        reraise=True,
+    )
+    result: T = await retrying(work, *args)
+    return result
+
+
+def describe_error(error: BaseException) -> str:
+    """The exception as one line of printable text, for a dead letter's reason."""
+    text = f"{type(error).__name__}: {error}"
+    return "".join(c if c.isprintable() else "\ufffd" for c in text)[:1000]
+
+
+async def apply_isolating(handler: RecordHandler, records: Sequence[RawRecord], what: str) -> int:
+    """Apply ``records``; isolate and quarantine the records that fail permanently.
+
+    Halves are applied in order (left before right), so the order in which a partition
+    delivered its records is the order in which they are applied, also around a poison
+    record. Returns the number of records quarantined.
+    """
+    if not records:
+        return 0
+    try:
+        await retry_transient(what, handler.apply, records)
+        return 0
+    except Exception as error:
+        if len(records) > 1:
+            log.warning(
+                "%s of %d records failed (%s); splitting it to isolate the cause",
+                what,
+                len(records),
+                describe_error(error),
+            )
+            middle = len(records) // 2
+            left = await apply_isolating(handler, records[:middle], what)
+            return left + await apply_isolating(handler, records[middle:], what)
+        record = records[0]
+        log.error("%s: %s cannot be applied: %s", what, record.origin, describe_error(error))
+        try:
+            await retry_transient(
+                f"quarantine of {record.origin}", handler.quarantine, record, error
+            )
+        except Exception as last:
+            # The refusal itself failed: log the whole record so an operator can act.
+            log.critical(
+                "could not quarantine %s (%s); record key=%s value=%s",
+                record.origin,
+                describe_error(last),
+                base64.b64encode(record.key or b"").decode(),
+                base64.b64encode(record.value or b"").decode(),
+            )
+        return 1
+
+
+# --------------------------------------------------------------------------------------
+# Shared state of a worker process
+# --------------------------------------------------------------------------------------
+
+
+class WorkerState:
+    """What every part of a worker shares: settings, clock and the database pool."""
+
+    def __init__(self, settings: Settings, clock: Clock = utc_now) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._pool: asyncpg.Pool | None = None
+        self._lock = asyncio.Lock()
+
+    async def pool(self) -> asyncpg.Pool:
+        """The pool, created on first use (retrying while the database is away)."""
+        async with self._lock:
+            if self._pool is None:
+                self._pool = await retry_transient("connecting to the database", self._connect)
+            return self._pool
+
+    async def _connect(self) -> asyncpg.Pool:
+        pool: asyncpg.Pool = await asyncpg.create_pool(
+            self.settings.database_url, min_size=1, max_size=self.settings.database_pool_size
+        )
+        return pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
+# --------------------------------------------------------------------------------------
+# Lanes: consume, apply, commit
+# --------------------------------------------------------------------------------------
+
+
+class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Hands partitions over only between batches, after their offsets are committed."""
+
+    def __init__(self, lane: InputLane) -> None:
+        self._lane = lane
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        async with self._lane.in_flight:
+            pass
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info(
+            "lane %s assigned %s",
+            self._lane.name,
+            ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)) or "nothing",
+        )
+
+
+class InputLane:
+    """One consumer group reading some input topics, each applied by its handler.
+
+    ``handlers`` maps logical topic names (``dimona.declarations``) to handlers; the
+    order of the mapping is the order in which the topics of one fetch are applied.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        handlers: Mapping[str, RecordHandler],
+        *,
+        max_batch: int | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.handlers = dict(handlers)
+        self.max_batch = max_batch or settings.batch_size
+        self.in_flight = asyncio.Lock()
+        self.applied = 0
+        self.quarantined = 0
+        self._logical = {settings.topic(t): t for t in handlers}
+        self._stopping = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+
+    @property
+    def group_id(self) -> str:
+        return f"{self.settings.app_id}.{self.name}"
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        timeout_ms = int(self.settings.session_timeout_seconds * 1000)
+        return AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=self.group_id,
+            client_id=f"{self.group_id}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=timeout_ms,
+            heartbeat_interval_ms=min(3000, timeout_ms // 3),
+            max_poll_records=self.max_batch,
+            # A database outage holds a batch in retries; the consumer stays in its group.
+            max_poll_interval_ms=max(300_000, timeout_ms * 10),
+        )
+
+    async def run(self) -> None:
+        """Consume until :meth:`stop`; reconnects after broker trouble."""
+        while not self._stopping.is_set():
+            consumer = self._new_consumer()
+            self._consumer = consumer
+            try:
+                await consumer.start()
+                consumer.subscribe(list(self._logical), listener=_WaitForBatch(self))
+                while not self._stopping.is_set():
+                    fetched = await consumer.getmany(
+                        timeout_ms=int(self.settings.batch_within * 1000),
+                        max_records=self.max_batch,
+                    )
+                    if fetched:
+                        async with self.in_flight:
+                            await self._apply(consumer, fetched)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if self._stopping.is_set():
+                    break
+                log.warning("lane %s interrupted (%r); restarting in 1 s", self.name, error)
+                await asyncio.sleep(1.0)
+            finally:
+                self._consumer = None
+                try:
+                    await consumer.stop()
+                except Exception as error:
+                    log.debug("lane %s: consumer stop: %r", self.name, error)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _apply(self, consumer: AIOKafkaConsumer, fetched: Mapping[Any, Any]) -> None:
+        by_topic: dict[str, list[RawRecord]] = {t: [] for t in self.handlers}
+        offsets: dict[TopicPartition, int] = {}
+        for tp, messages in fetched.items():
+            logical = self._logical[tp.topic]
+            by_topic[logical].extend(
+                RawRecord(
+                    topic=logical,
+                    partition=m.partition,
+                    offset=m.offset,
+                    timestamp_ms=m.timestamp,
+                    key=m.key,
+                    value=m.value,
+                )
+                for m in messages
+            )
+            if messages:
+                offsets[tp] = messages[-1].offset + 1
+        for logical, records in by_topic.items():
+            if records:
+                quarantined = await apply_isolating(
+                    self.handlers[logical], records, f"batch of {logical}"
+                )
+                self.applied += len(records) - quarantined
+                self.quarantined += quarantined
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as error:
+            # Applied and committed in PostgreSQL: whoever reads these records again
+            # finds their ids applied, so a lost commit only costs a redelivery.
+            log.warning("lane %s: offsets not committed (%r)", self.name, error)
