@@ -56,6 +56,7 @@ from quota.ledger import period_id_for
 from quota.rules import QuotaRules
 from schemas.settings import Settings
 from schemas.topics import DIMONA, DMFA
+from streams.messages import idempotency_key
 
 __all__ = [
     "AGENCY_JOB_SHARE",
@@ -357,6 +358,8 @@ class _Party:
     employer_json: str
     #: JSON of the ``declarant`` object of its Dimona declarations.
     declarant_json: str
+    #: Who declares its Dimona (its event ids are unique per declarant).
+    declarant_id: str
     joint_commission: str
     wage_cents: int
     #: Days after each quarter's end when its DmfA arrives, and at what hour.
@@ -739,6 +742,7 @@ class Simulation:
         if is_agency:
             sector = _AGENCY_SECTOR
             declarant = f'{{"kind":"agency","enterpriseNumber":"{enterprise}"}}'
+            declarant_id = enterprise
             employer_json = f'{{"enterpriseNumber":"{enterprise}"}}'
             wage = rng.randint(1250, 1500)
         else:
@@ -752,8 +756,10 @@ class Simulation:
             if rng.random() < SECRETARIAT_SHARE:
                 secretariat = self._enterprise_of(rng.randrange(SOCIAL_SECRETARIATS))
                 declarant = f'{{"kind":"social_secretariat","enterpriseNumber":"{secretariat}"}}'
+                declarant_id = secretariat
             else:
                 declarant = f'{{"kind":"employer","enterpriseNumber":"{enterprise}"}}'
+                declarant_id = enterprise
         delays = (
             rng.randint(21, 80),
             rng.randint(21, 80),
@@ -765,6 +771,7 @@ class Simulation:
             enterprise_number=enterprise,
             employer_json=employer_json,
             declarant_json=declarant,
+            declarant_id=declarant_id,
             joint_commission=sector,
             wage_cents=wage,
             dmfa_delay_days=delays,
@@ -1081,6 +1088,10 @@ class Simulation:
             f'"worker":{{"ssin":"{ssin}"}}'
         )
 
+    @staticmethod
+    def _period_id(job: _Job, declared_event: str) -> str:
+        return period_id_for(idempotency_key("dimona", job.employer.declarant_id, declared_event))
+
     def _dimona_in(
         self, event_id: str, at: int, ssin: str, job: _Job, start: date, end: date, hours: int
     ) -> str:
@@ -1108,7 +1119,7 @@ class Simulation:
     ) -> str:
         return (
             f'{self._head(event_id, at, ssin, job)},"dimonaUpdate":{{"periodId":'
-            f'"{period_id_for(declared_event)}","startingDate":"{d.start}",'
+            f'"{self._period_id(job, declared_event)}","startingDate":"{d.start}",'
             f'"endingDate":"{d.end}","plannedHoursNumber":{hours}}}}}'
         )
 
@@ -1117,7 +1128,7 @@ class Simulation:
     ) -> str:
         return (
             f'{self._head(event_id, at, ssin, job)},"dimonaCancel":{{"periodId":'
-            f'"{period_id_for(declared_event)}"}}}}'
+            f'"{self._period_id(job, declared_event)}"}}}}'
         )
 
 

@@ -298,7 +298,7 @@ async def collect(
                     value = json.loads(r.value) if r.value else None
                     out.append(
                         {
-                            "key": r.key.decode() if r.key else None,
+                            "key": r.key.decode(errors="replace") if r.key else None,
                             "value": value,
                             "partition": r.partition,
                             "offset": r.offset,

@@ -25,6 +25,7 @@ from producers.simulator import RecordKind, Simulation
 from quota import period_id_for
 from quota.calendar import brussels_date
 from schemas.declarations import DimonaDeclaration
+from streams.messages import idempotency_key
 from tests.support import (
     EMPLOYER_A,
     EMPLOYER_B,
@@ -113,8 +114,11 @@ async def test_good_lines_go_bad_lines_are_reported_answers_are_printed(
         dmfa("pub-dmfa", ssin=THIRD, hours=12),  # 7
         dimona_in("pub-300", hours=5),  # 8
         {"worker": {"ssin": STUDENT}},  # 9
-        # Period ids derive from the declaring event id: no need to wait for the answer.
-        dimona_update("pub-280", period_id_for("pub-300"), hours=280),  # 10
+        # Period ids derive from the declarant and its event id: no need to wait for the
+        # answer.
+        dimona_update(
+            "pub-280", period_id_for(idempotency_key("dimona", EMPLOYER_A, "pub-300")), hours=280
+        ),  # 10
         # Stamped tomorrow: the broker refuses timestamps more than an hour ahead.
         {
             "topic": "dimona.declarations",
