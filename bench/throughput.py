@@ -82,7 +82,7 @@ def _free_port() -> int:
 def bench_end_to_end(records: list, partitions: int, separate_relay: bool) -> dict[str, float]:
     from infra import local_services
     from schemas.settings import Settings
-    from streams.cli import prepare
+    from streams.admin import prepare
 
     with (
         local_services(log=lambda _line: None) as services,

@@ -46,7 +46,7 @@ def ebox(
     """
     from consumers.ebox import EboxConsumer, purge
     from schemas.settings import Settings
-    from streams.cli import prepare
+    from streams.admin import prepare
 
     settings = Settings()
     logging.basicConfig(

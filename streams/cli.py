@@ -40,25 +40,20 @@ def _logging(settings: Settings) -> None:
     )
 
 
-async def prepare(settings: Settings) -> None:
-    """Migrate the database and create the topics: what every worker does first."""
-    from db.migrate import migrate
-    from streams.admin import ensure_topics
-
-    applied = await migrate(settings.database_url)
-    if applied:
-        logging.getLogger(__name__).info("applied migrations %s", ", ".join(applied))
-    await ensure_topics(settings)
-
-
 @cli.command()
 def worker() -> None:
     """Run the stream worker (agents, and the outbox relay unless disabled)."""
+    from streams.admin import TopicConfigError, prepare
     from streams.app import create_app, run_worker
 
     settings = _settings()
     _logging(settings)
-    asyncio.run(prepare(settings))
+    try:
+        asyncio.run(prepare(settings))
+    except TopicConfigError as error:
+        # A refusal to start, not a crash: the message is all the operator needs.
+        typer.echo(f"worker not started: {error}", err=True)
+        raise typer.Exit(2) from None
     # asyncio.run leaves no current loop behind; faust wants one.
     asyncio.set_event_loop(asyncio.new_event_loop())
     from producers.access_code_scheduler import publish_rotation
@@ -107,12 +102,31 @@ def migrate() -> None:
 
 
 @cli.command()
-def topics() -> None:
-    """Create the project's topics with their configuration (existing ones are kept)."""
-    from streams.admin import ensure_topics
+def topics(
+    check: Annotated[
+        bool, typer.Option("--check", help="Only report what differs (exit 1 if anything).")
+    ] = False,
+) -> None:
+    """Create missing topics and make existing ones match their declared configuration.
 
-    created = asyncio.run(ensure_topics(_settings()))
-    typer.echo(f"created: {', '.join(created)}" if created else "all topics exist")
+    Configuration values that differ are altered. A partition count or replication
+    factor that differs is reported and left alone (exit 1): adding partitions would
+    move students' keys and break per-student order.
+    """
+    from streams.admin import reconcile_topics
+
+    report = asyncio.run(reconcile_topics(_settings(), check=check))
+    created, altered = ("missing", "differs") if check else ("created", "altered")
+    if report.created:
+        typer.echo(f"{created}: {', '.join(report.created)}")
+    for change in report.altered:
+        typer.echo(f"{altered}: {change}")
+    for problem in report.problems:
+        typer.echo(f"{'problem' if check else 'cannot fix'}: {problem}", err=True)
+    if not report.differs:
+        typer.echo("all topics match their declaration")
+    if report.problems or (check and report.differs):
+        raise typer.Exit(1)
 
 
 @quota_cli.command("show")

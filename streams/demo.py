@@ -125,7 +125,7 @@ def _run(
     exit_after_feed: bool,
 ) -> None:
     from schemas.settings import Settings
-    from streams.cli import prepare
+    from streams.admin import prepare
 
     env = _demo_env(kafka, database, port)
     settings = Settings(
