@@ -99,6 +99,7 @@ def bench_end_to_end(records: list, partitions: int, separate_relay: bool) -> di
             "STUDENTWORK_INPUT_TIMESTAMP_TYPE": "CreateTime",
             "STUDENTWORK_WEB_PORT": str(_free_port()),
             "STUDENTWORK_LOG_LEVEL": "info",
+            "STUDENTWORK_DEVELOPMENT": "true",
         }
         settings = Settings(
             kafka_bootstrap=services.kafka_bootstrap,
@@ -106,6 +107,7 @@ def bench_end_to_end(records: list, partitions: int, separate_relay: bool) -> di
             topic_prefix=prefix,
             partitions=partitions,
             input_timestamp_type="CreateTime",
+            development=True,
         )
         asyncio.run(prepare(settings))
         # Publish first, then start the worker: the figure is the worker's, not the producer's.

@@ -2,7 +2,8 @@
 
 Every field has an environment name ``STUDENTWORK_<FIELD>``, except the two that point
 at existing services and follow the usual conventions: ``KAFKA_BOOTSTRAP`` and
-``DATABASE_URL``.
+``DATABASE_URL``. Each secret can also be read from a file named by
+``STUDENTWORK_<FIELD>_FILE`` (the Docker and Kubernetes secrets convention).
 """
 
 from __future__ import annotations
@@ -11,16 +12,37 @@ import tempfile
 from datetime import date, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from quota.rules import DEFAULT_QUOTA_HOURS, QuotaRules
+from schemas.secrets import (
+    DEVELOPMENT_ACCESS_CODE_SECRET,
+    DEVELOPMENT_JWT_SECRET,
+    DevelopmentSecretsError,
+    read_secret_file,
+)
+
+#: Prefix of every environment variable of the settings.
+ENV_PREFIX = "STUDENTWORK_"
+
+#: The settings that hold secrets; each may instead be read from ``<field>_file``.
+SECRET_FIELDS = ("jwt_secret", "jwt_public_key", "access_code_secret")
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a settings field, as operators have to spell it."""
+    return f"{ENV_PREFIX}{field.upper()}"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="STUDENTWORK_", extra="ignore", frozen=True)
+    # Errors must not echo the input: a model-level error would print every secret set.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     kafka_bootstrap: str = Field(
         default="127.0.0.1:9092",
@@ -80,6 +102,13 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     log_level: str = "info"
+    development: bool = Field(
+        False,
+        description=(
+            "Explicit development mode: the public development secrets of the repository "
+            "are allowed (demo and tests). Outside it the worker refuses to start with them."
+        ),
+    )
 
     # -- time
     today: date | None = Field(
@@ -90,11 +119,28 @@ class Settings(BaseSettings):
     # -- tokens (the federal identity service signs them in production)
     jwt_algorithm: str = Field("HS256", description="HS256 with jwt_secret, or RS256/ES256.")
     jwt_secret: SecretStr = Field(
-        SecretStr("dev-only-secret-do-not-use-in-production-0123456789"),
-        description="Shared secret for HS256 tokens (development).",
+        SecretStr(DEVELOPMENT_JWT_SECRET),
+        description="Shared secret for HS256 tokens (the default is public: development only).",
     )
+    jwt_secret_file: Path | None = Field(None, description="File holding jwt_secret.")
     jwt_public_key: str | None = Field(
         None, description="PEM public key for RS256/ES256 tokens (production)."
+    )
+    jwt_public_key_file: Path | None = Field(None, description="File holding jwt_public_key.")
+    jwt_jwks_url: str | None = Field(
+        None,
+        description=(
+            "JWKS URL of the identity service: its public keys, chosen by the token's kid; "
+            "takes precedence over jwt_public_key and jwt_secret."
+        ),
+    )
+    jwt_jwks_refresh_cooldown_seconds: float = Field(
+        30.0,
+        ge=0,
+        description=(
+            "Least time between two fetches of the JWKS forced by an unknown kid, so that "
+            "forged kids cannot make every request hit the identity service."
+        ),
     )
     jwt_issuer: str = "studentwork"
     jwt_audience: str = "studentwork"
@@ -102,8 +148,11 @@ class Settings(BaseSettings):
 
     # -- attestations, access codes, eBox
     access_code_secret: SecretStr = Field(
-        SecretStr("dev-only-access-code-secret-0123456789abcdef"),
+        SecretStr(DEVELOPMENT_ACCESS_CODE_SECRET),
         description="At least 32 bytes; keys the look-up digest and seals stored codes.",
+    )
+    access_code_secret_file: Path | None = Field(
+        None, description="File holding access_code_secret."
     )
     access_code_validity_months: int = Field(3, ge=1)
     ebox_retention_months: int = Field(2, ge=1)
@@ -112,6 +161,88 @@ class Settings(BaseSettings):
     )
     lookup_failure_window_seconds: int = Field(900, ge=1)
     pdf_processes: int = Field(2, ge=1, description="Processes rendering attestation PDFs.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: Any) -> Any:
+        """Replace each ``<secret>_file`` by the content of that file.
+
+        Runs before field validation, on the values merged from every source (keyword
+        arguments, environment), so a secret read from a file is validated like one set
+        directly. Setting both is refused: which one wins would be a guess. An empty
+        ``_FILE`` variable counts as unset, as compose files often write them.
+        """
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for field in SECRET_FIELDS:
+            path = data.get(f"{field}_file")
+            if path is None or path == "":
+                data[f"{field}_file"] = None
+                continue
+            if not isinstance(path, str | Path):
+                continue  # field validation reports the wrong type
+            if field in data:
+                raise ValueError(
+                    f"set {env_name(field)} or {env_name(field)}_FILE, not both "
+                    f"({env_name(field)}_FILE={str(path)!r})"
+                )
+            data[field] = read_secret_file(Path(path))
+        return data
+
+    @field_validator("jwt_jwks_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        # PyJWKClient would refuse other schemes only at the first request.
+        if url is not None and urlsplit(url).scheme.lower() not in ("http", "https"):
+            raise ValueError(f"the JWKS URL must be http:// or https:// (got {url!r})")
+        return url
+
+    @model_validator(mode="after")
+    def _jwks_needs_public_key_algorithm(self) -> Settings:
+        # A JWKS publishes public keys; left at HS256 every token would be refused.
+        if self.jwt_jwks_url is not None and self.jwt_uses_shared_secret:
+            raise ValueError(
+                f"{env_name('jwt_jwks_url')} needs {env_name('jwt_algorithm')}=RS256 or ES256 "
+                f"(the identity service's algorithm), not {self.jwt_algorithm}"
+            )
+        return self
+
+    @property
+    def jwt_uses_shared_secret(self) -> bool:
+        """Whether tokens are signed with the shared ``jwt_secret`` (an HS algorithm)."""
+        return self.jwt_algorithm.upper().startswith("HS")
+
+    def require_production_secrets(self) -> None:
+        """Refuse the public development secrets unless development mode is on.
+
+        The JWT secret matters only when tokens are verified with it (HS256); the
+        access-code secret always does. Raises
+        :class:`~schemas.secrets.DevelopmentSecretsError` naming the variables to set.
+        """
+        if self.development:
+            return
+        problems: list[str] = []
+        if (
+            self.jwt_uses_shared_secret
+            and self.jwt_secret.get_secret_value() == DEVELOPMENT_JWT_SECRET
+        ):
+            problems.append(
+                "the JWT secret is the public development one: set "
+                f"{env_name('jwt_secret')} or {env_name('jwt_secret')}_FILE to a secret of "
+                f"your own, or verify the identity service's tokens with "
+                f"{env_name('jwt_algorithm')}=RS256 (or ES256) and "
+                f"{env_name('jwt_public_key')}, {env_name('jwt_public_key')}_FILE or "
+                f"{env_name('jwt_jwks_url')}"
+            )
+        if self.access_code_secret.get_secret_value() == DEVELOPMENT_ACCESS_CODE_SECRET:
+            problems.append(
+                "the access-code secret is the public development one: set "
+                f"{env_name('access_code_secret')} or {env_name('access_code_secret')}_FILE "
+                "to a secret of your own (at least 32 bytes)"
+            )
+        if problems:
+            raise DevelopmentSecretsError(problems, env_name("development"))
 
     @cached_property
     def quota_rules(self) -> QuotaRules:

@@ -43,10 +43,20 @@ def _logging(settings: Settings) -> None:
 @cli.command()
 def worker() -> None:
     """Run the stream worker (agents, and the outbox relay unless disabled)."""
+    from pydantic import ValidationError
+
+    from schemas.secrets import DevelopmentSecretsError
+
+    # Checked before anything else: a worker with public secrets must not even migrate.
+    try:
+        settings = _settings()
+        settings.require_production_secrets()
+    except (ValidationError, DevelopmentSecretsError) as error:
+        typer.echo(f"studentwork worker: {error}", err=True)
+        raise typer.Exit(2) from error
     from streams.admin import TopicConfigError, prepare
     from streams.app import create_app, run_worker
 
-    settings = _settings()
     _logging(settings)
     try:
         asyncio.run(prepare(settings))

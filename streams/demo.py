@@ -77,6 +77,8 @@ def _demo_env(kafka: str, database: str, port: int) -> dict[str, str]:
         "STUDENTWORK_INPUT_TIMESTAMP_TYPE": "CreateTime",
         "STUDENTWORK_WEB_PORT": str(port),
         "STUDENTWORK_LOG_LEVEL": os.environ.get("STUDENTWORK_LOG_LEVEL", "warning"),
+        # The demo runs on the repository's public development secrets.
+        "STUDENTWORK_DEVELOPMENT": "true",
     }
 
 
@@ -133,6 +135,7 @@ def _run(
         database_url=database,
         input_timestamp_type="CreateTime",
         web_port=port,
+        development=True,
     )
     asyncio.run(prepare(settings))
     worker_log = workdir / "worker.log"

@@ -74,6 +74,7 @@ class Pipeline:
             "STUDENTWORK_LOG_LEVEL": "info",
             # A SIGKILLed worker's partitions move to its successor after this long.
             "STUDENTWORK_SESSION_TIMEOUT_SECONDS": "8",
+            "STUDENTWORK_DEVELOPMENT": "true",
             **self.extra_env,
         }
 
@@ -86,6 +87,7 @@ class Pipeline:
             app_id=env["STUDENTWORK_APP_ID"],
             partitions=2,
             input_timestamp_type="CreateTime",
+            development=True,
         )
 
     def topic(self, name: str) -> str:
