@@ -18,7 +18,7 @@ import asyncpg
 from pydantic import ValidationError
 
 from db import store
-from db.store import OutboxMessage
+from db.store import DeadLetterPayload, OutboxMessage
 from quota import Command, Outcome, QuotaRules, StudentLedger, apply_batch, compute_balance
 from quota.balance import Balance
 from schemas.answers import AnswerAction, QuotaChange
@@ -83,13 +83,19 @@ class BatchReport:
     statuses: dict[str, int] = field(default_factory=dict)
 
 
-def dead_letter_message(rejection: Rejection, settings: Settings, now: datetime) -> OutboxMessage:
-    """The ``declarations.rejected`` message for a rejected record (logged as it is made)."""
+def dead_letter_message(
+    rejection: Rejection, settings: Settings, now: datetime
+) -> tuple[OutboxMessage, DeadLetterPayload | None]:
+    """The ``declarations.rejected`` message for a rejected record (logged as it is made).
+
+    Also the raw bytes to store with :func:`db.store.save_dead_letter_payloads` in the
+    same transaction when they are too large to travel in the letter (None otherwise).
+    """
     record = rejection.record
     log.warning(
         "rejected %s[%d]@%d: %s", record.topic, record.partition, record.offset, rejection.reason
     )
-    letter = dead_letter(
+    letter, payload = dead_letter(
         event_id=rejection.dedupe_id,
         topic=settings.topic(record.topic),
         partition=record.partition,
@@ -99,8 +105,9 @@ def dead_letter_message(rejection: Rejection, settings: Settings, now: datetime)
         raw=record.value,
         reason=rejection.reason,
         now=now,
+        inline_limit=settings.dead_letter_inline_bytes,
     )
-    return OutboxMessage(REJECTED, record.key, letter.to_json_bytes())
+    return OutboxMessage(REJECTED, record.key, letter.to_json_bytes()), payload
 
 
 class BatchProcessor:
@@ -171,6 +178,7 @@ class BatchProcessor:
         report = BatchReport()
         by_event = {o.command.event_id: o for o in outcomes}
         messages: list[OutboxMessage] = []
+        payloads: list[DeadLetterPayload] = []
         new_ids: list[str] = []
         for _record, item in parsed:
             if isinstance(item, Rejection):
@@ -179,7 +187,9 @@ class BatchProcessor:
                     continue
                 new_ids.append(item.dedupe_id)
                 report.rejected += 1
-                messages.extend(self._rejection_messages(item, now))
+                rejected, kept = self._rejection_messages(item, now)
+                messages.extend(rejected)
+                payloads.extend(kept)
                 report.statuses["B"] = report.statuses.get("B", 0) + 1
                 continue
             outcome = by_event.pop(item.event_id, None)
@@ -201,10 +211,17 @@ class BatchProcessor:
         report.balances_changed = len(balance_messages)
         await store.save_ledgers(conn, ledgers.values())
         await store.record_applied(conn, new_ids)
+        await store.save_dead_letter_payloads(conn, payloads)
         await store.enqueue(conn, messages + balance_messages)
         return report
 
-    def _rejection_messages(self, rejection: Rejection, now: datetime) -> list[OutboxMessage]:
+    def _rejection_messages(
+        self, rejection: Rejection, now: datetime
+    ) -> tuple[list[OutboxMessage], list[DeadLetterPayload]]:
+        """The refusal (if an employer can be named) and the dead letter of a rejection.
+
+        With the raw bytes to store beside them when the dead letter cannot carry them.
+        """
         record = rejection.record
         messages = []
         employer = guess_employer(record.value)
@@ -213,8 +230,9 @@ class BatchProcessor:
             action: AnswerAction = "dmfa" if record.topic == DMFA else guess_action(record.value)
             answer = refusal_answer(reply_to, employer, rejection.reason, action, now)
             messages.append(OutboxMessage(ACKS, employer.encode(), answer.to_json_bytes()))
-        messages.append(dead_letter_message(rejection, self._settings, now))
-        return messages
+        letter, payload = dead_letter_message(rejection, self._settings, now)
+        messages.append(letter)
+        return messages, [payload] if payload is not None else []
 
     async def _changed_balances(
         self, conn: asyncpg.Connection, balances: Sequence[Balance], now: datetime
@@ -256,7 +274,9 @@ class BatchProcessor:
             async with self._pool.acquire() as conn, conn.transaction():
                 if not await store.already_applied(conn, [rejection.dedupe_id]):
                     await store.record_applied(conn, [rejection.dedupe_id])
-                    await store.enqueue(conn, self._rejection_messages(rejection, self._clock()))
+                    messages, payloads = self._rejection_messages(rejection, self._clock())
+                    await store.save_dead_letter_payloads(conn, payloads)
+                    await store.enqueue(conn, messages)
             return 0
         return await self.change_quota(change)
 
