@@ -42,7 +42,7 @@ from pydantic import ValidationError
 
 from db import ebox as ebox_db
 from db import store
-from db.store import OutboxMessage
+from db.store import DeadLetterPayload, OutboxMessage
 from schemas.attestations import EboxDelivery
 from schemas.identifiers import normalize_ssin
 from schemas.settings import Settings
@@ -162,6 +162,7 @@ class EboxStore:
             seen = await store.already_applied(conn, ids)
             documents: list[ebox_db.NewDocument] = []
             letters: list[OutboxMessage] = []
+            payloads: list[DeadLetterPayload] = []
             new_ids: list[str] = []
             for item, event_id in zip(parsed, ids, strict=True):
                 if event_id in seen:
@@ -171,7 +172,10 @@ class EboxStore:
                 new_ids.append(event_id)
                 if isinstance(item, Rejection):
                     report.rejected += 1
-                    letters.append(dead_letter_message(item, self._settings, now))
+                    letter, payload = dead_letter_message(item, self._settings, now)
+                    letters.append(letter)
+                    if payload is not None:
+                        payloads.append(payload)
                 else:
                     documents.append(item)
             stored = await ebox_db.insert_documents(
@@ -181,6 +185,7 @@ class EboxStore:
             report.duplicates += len(documents) - stored
             report.stored += stored
             await store.record_applied(conn, new_ids)
+            await store.save_dead_letter_payloads(conn, payloads)
             await store.enqueue(conn, letters)
         return report
 

@@ -47,7 +47,11 @@ async def ping(conn: asyncpg.Connection) -> bool:
 
 async def relay_backlog(conn: asyncpg.Connection) -> int:
     """Outbox rows not yet published by the relay (served by the partial index)."""
-    return int(await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL"))
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL"
+        )
+    )
 
 
 async def quota_overrides(conn: asyncpg.Connection) -> dict[int, int]:

@@ -24,6 +24,20 @@ class OutboxMessage:
     value: bytes
 
 
+@dataclass(frozen=True)
+class DeadLetterPayload:
+    """The raw bytes of a rejected message kept in PostgreSQL instead of in its dead letter.
+
+    ``event_id`` is the dead letter's; ``sha256`` (hex) and ``size`` are also carried by
+    the dead letter, so whoever fetches the bytes can check they are the ones meant.
+    """
+
+    event_id: str
+    raw: bytes
+    sha256: str
+    size: int
+
+
 async def lock_students(conn: asyncpg.Connection, ssins: Iterable[str]) -> dict[str, int]:
     """Create missing student rows, lock all of them, return their next acceptance rank.
 
@@ -260,3 +274,35 @@ async def enqueue(conn: asyncpg.Connection, messages: Sequence[OutboxMessage]) -
             [m.key for m in messages],
             [m.value for m in messages],
         )
+
+
+async def save_dead_letter_payloads(
+    conn: asyncpg.Connection, payloads: Sequence[DeadLetterPayload]
+) -> None:
+    """Keep the raw bytes of dead letters too large to carry them, in the caller's transaction.
+
+    Written in the transaction that enqueues the dead letters, so a published letter's
+    ``rawRef`` always resolves. A redelivered rejection keeps the bytes stored first (they
+    are the same bytes: the event id names the topic, partition and offset).
+    """
+    if payloads:
+        await conn.execute(
+            "INSERT INTO dead_letter_payloads (event_id, raw, sha256, size)"
+            " SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::int[])"
+            " ON CONFLICT (event_id) DO NOTHING",
+            [p.event_id for p in payloads],
+            [p.raw for p in payloads],
+            [p.sha256 for p in payloads],
+            [p.size for p in payloads],
+        )
+
+
+async def dead_letter_payload(conn: asyncpg.Connection, event_id: str) -> DeadLetterPayload | None:
+    """The stored raw bytes of the dead letter ``event_id``, or None if it kept them inline."""
+    row = await conn.fetchrow(
+        "SELECT event_id, raw, sha256, size FROM dead_letter_payloads WHERE event_id = $1",
+        event_id,
+    )
+    if row is None:
+        return None
+    return DeadLetterPayload(row["event_id"], bytes(row["raw"]), row["sha256"], row["size"])

@@ -9,24 +9,143 @@ messages (consumers deduplicate on event id) but never loses one.
 Only one relay publishes at a time (a PostgreSQL advisory lock), which keeps the
 outbox order; others wait as hot standbys. It wakes on NOTIFY from the outbox trigger and
 polls as a fallback.
+
+A row the broker can never take (too large, an illegal topic name) must not hold up
+everything behind it: the relay marks it failed in the outbox (value kept for an
+operator) and, in the same transaction, enqueues a small dead letter describing it for
+``declarations.rejected``, then moves on. Trouble that passes (broker unavailable,
+leader elections, a missing topic) leaves every unacknowledged row pending and the relay
+retries later, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import json
 import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTimestampError,
+    InvalidTopicError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 
+from db import store
+from db.store import OutboxMessage
+from schemas.answers import DeadLetter
 from schemas.settings import Settings
+from schemas.topics import REJECTED
 
 log = logging.getLogger(__name__)
 
 _RELAY_LOCK_KEY = 0x5245_4C41  # "RELA"
 _CHANNEL = "studentwork_outbox"
+
+#: Largest record the relay sends (key, value and record overhead). The broker's default
+#: ``message.max.bytes`` is 1 MB + 12 bytes; staying at or below it means a record too
+#: large is refused here, before it takes a sequence number, rather than by the broker.
+MAX_REQUEST_BYTES = 1024 * 1024
+
+#: Refusals that are about the record itself, so no retry of it can ever succeed. Not
+#: every error aiokafka calls non-retriable: ``KafkaTimeoutError`` is one, and a broker
+#: outage must never mark rows failed. A missing topic (``UnknownTopicOrPartitionError``)
+#: is transient too: it is a deployment problem that ends when the topic is created.
+_PERMANENT_ERRORS: tuple[type[Exception], ...] = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    InvalidTopicError,
+    CorruptRecordException,
+    InvalidTimestampError,
+)
+
+_LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+
+#: Event ids of the dead letters the relay writes for refused rows.
+REFUSED_EVENT_PREFIX = "outbox-refused:"
+
+#: A dead letter for a refused row repeats the row's key only up to this size: a huge
+#: key may be what the broker refused, and the letter must fit.
+_MAX_LETTER_KEY_BYTES = 4096
+
+
+def is_permanent(error: BaseException) -> bool:
+    """Whether a send failed because of the record itself (retrying it cannot help)."""
+    return isinstance(error, _PERMANENT_ERRORS) and not getattr(error, "retriable", False)
+
+
+def describe_error(error: BaseException) -> str:
+    """The error as logged and stored: its class name always, the detail when it has one."""
+    text = str(error)
+    name = type(error).__name__
+    if not text:
+        return name
+    return text if name in text else f"{name}: {text}"
+
+
+def refused_row_letter(
+    row_id: int, topic: str, key: bytes | None, value: bytes, reason: str, now: datetime
+) -> OutboxMessage:
+    """The small dead letter that stands for an outbox row the broker refused.
+
+    It names the row (``rawRef`` ``outbox:<id>``) with the size and SHA-256 of its value
+    rather than carrying the value, which stays in the outbox for an operator.
+    """
+    small_key = key if key is None or len(key) <= _MAX_LETTER_KEY_BYTES else None
+    letter = DeadLetter(
+        event_id=f"{REFUSED_EVENT_PREFIX}{row_id}",
+        topic=topic,
+        key_base64=base64.b64encode(small_key).decode() if small_key is not None else None,
+        raw_ref=f"outbox:{row_id}",
+        raw_sha256=hashlib.sha256(value).hexdigest(),
+        raw_size=len(value),
+        reason=reason,
+        rejected_at=now,
+    )
+    return OutboxMessage(REJECTED, small_key, letter.to_json_bytes())
+
+
+def _is_refused_row_letter(topic: str, value: bytes) -> bool:
+    """Whether an outbox row is itself the relay's dead letter for a refused row."""
+    if topic != REJECTED:
+        return False
+    try:
+        event_id = json.loads(value).get("eventId", "")
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(event_id, str) and event_id.startswith(REFUSED_EVENT_PREFIX)
+
+
+class _ProducerReset(Exception):
+    """The broker refused a batch: start a new producer at once.
+
+    The idempotent producer numbered the refused batch, which the broker never appended;
+    every later batch of that producer on the partition would be out of sequence.
+    """
+
+
+@dataclass
+class _BatchResult:
+    """What became of the rows of one send: outbox ids, or rows with their error."""
+
+    acknowledged: list[int] = field(default_factory=list)
+    refused: list[tuple[asyncpg.Record, BaseException]] = field(default_factory=list)
+    suspects: list[int] = field(default_factory=list)
+    transient: BaseException | None = None
+    broker_refused: bool = False
 
 
 class OutboxRelay:
@@ -37,13 +156,19 @@ class OutboxRelay:
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
         self._sent_retention_hours = sent_retention_hours
+        # Rows in a batch the broker refused whole: each is sent alone next, so that only
+        # the row at fault is marked failed, never its innocent neighbours.
+        self._suspects: set[int] = set()
         self.published = 0
+        self.failed = 0
 
     async def run(self) -> None:
         """Publish until :meth:`stop` is called. Retries on broker or database trouble."""
         while not self._stopping.is_set():
             try:
                 await self._run_once()
+            except _ProducerReset:
+                log.info("outbox relay starts a new producer after a refused batch")
             except Exception as error:
                 if self._stopping.is_set():
                     break
@@ -67,6 +192,7 @@ class OutboxRelay:
             acks="all",
             linger_ms=5,
             max_batch_size=256 * 1024,
+            max_request_size=MAX_REQUEST_BYTES,
         )
         try:
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _RELAY_LOCK_KEY):
@@ -94,24 +220,122 @@ class OutboxRelay:
         self._wakeup.set()
 
     async def drain(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
-        """Publish one batch of pending rows; return how many were published."""
+        """Publish one batch of pending rows; return how many were handled.
+
+        Handled means published and marked sent, or refused for good and marked failed
+        with a dead letter in its place. Acknowledged rows are marked sent even when
+        others of the batch failed, so they are not sent again. A transient failure is
+        raised after that (the caller retries later with a new producer). A send that
+        fails at once stops the batch there, so no later row overtakes it; a send the
+        broker fails makes the producer fail every later batch of that partition, so
+        only rows of other partitions (never ordered against it) can be ahead of it.
+        """
         rows = await conn.fetch(
-            "SELECT id, topic, key, value FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1",
+            "SELECT id, topic, key, value FROM outbox"
+            " WHERE sent_at IS NULL AND failed_at IS NULL ORDER BY id LIMIT $1",
             self._settings.relay_batch,
         )
         if not rows:
             return 0
-        futures = [
-            await producer.send(self._settings.topic(r["topic"]), value=r["value"], key=r["key"])
-            for r in rows
-        ]
-        await asyncio.gather(*futures)
-        await conn.execute(
-            "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])",
-            [r["id"] for r in rows],
-        )
-        self.published += len(rows)
-        return len(rows)
+        rows = self._isolate_suspect(rows)
+        result = await self._publish(producer, rows, alone=len(rows) == 1)
+        await self._record(conn, result)
+        self._suspects.difference_update(result.acknowledged)
+        self._suspects.difference_update(row["id"] for row, _ in result.refused)
+        self._suspects.update(result.suspects)
+        self.published += len(result.acknowledged)
+        self.failed += len(result.refused)
+        if result.transient is not None:
+            raise result.transient
+        if result.broker_refused:
+            raise _ProducerReset()
+        return len(result.acknowledged) + len(result.refused)
+
+    def _isolate_suspect(self, rows: Sequence[asyncpg.Record]) -> list[asyncpg.Record]:
+        """The rows before the first suspect, or the suspect alone if it comes first."""
+        for index, row in enumerate(rows):
+            if row["id"] in self._suspects:
+                return list(rows[: index or 1])
+        return list(rows)
+
+    async def _publish(
+        self, producer: AIOKafkaProducer, rows: Sequence[asyncpg.Record], *, alone: bool
+    ) -> _BatchResult:
+        result = _BatchResult()
+        pending: list[tuple[asyncpg.Record, asyncio.Future[Any]]] = []
+        for row in rows:
+            topic = self._settings.topic(row["topic"])
+            try:
+                if not _LEGAL_TOPIC.fullmatch(topic) or topic in (".", ".."):
+                    # The client would wait for metadata that never comes, then call the
+                    # topic unknown (transient) and stall the relay on this row forever.
+                    raise InvalidTopicError(f"{topic!r} is not a legal topic name")
+                future = await producer.send(topic, value=row["value"], key=row["key"])
+            except Exception as error:
+                if is_permanent(error):
+                    # Refused before it was queued (too large, illegal topic): this row
+                    # alone is at fault and the producer is unharmed.
+                    result.refused.append((row, error))
+                    continue
+                result.transient = error
+                break
+            pending.append((row, future))
+        outcomes = await asyncio.gather(*(f for _, f in pending), return_exceptions=True)
+        for (row, _), outcome in zip(pending, outcomes, strict=True):
+            if not isinstance(outcome, BaseException):
+                result.acknowledged.append(row["id"])
+                continue
+            if is_permanent(outcome):
+                result.broker_refused = True
+                # The broker refuses whole record batches: only a row sent alone is
+                # known to be the one at fault.
+                if alone:
+                    result.refused.append((row, outcome))
+                else:
+                    result.suspects.append(row["id"])
+            elif result.transient is None:
+                result.transient = outcome
+        return result
+
+    async def _record(self, conn: asyncpg.Connection, result: _BatchResult) -> None:
+        """Mark what was acknowledged sent, and what was refused failed, in one go."""
+        now = datetime.now(UTC)
+        letters: list[OutboxMessage] = []
+        failures: list[str] = []
+        for row, error in result.refused:
+            topic = self._settings.topic(row["topic"])
+            reason = (
+                f"outbox row {row['id']} for {topic} ({len(row['value'])} bytes) cannot be "
+                f"published: {describe_error(error)}"
+            )
+            failures.append(reason)
+            if _is_refused_row_letter(row["topic"], row["value"]):
+                # Never a dead letter for a dead letter about a row: that could loop.
+                log.error("%s; kept in the outbox as failed", reason)
+                continue
+            log.error(
+                "%s; kept in the outbox as failed, a dead letter on %s stands for it",
+                reason,
+                self._settings.topic(REJECTED),
+            )
+            letters.append(
+                refused_row_letter(row["id"], topic, row["key"], row["value"], reason, now)
+            )
+        async with conn.transaction():
+            if result.acknowledged:
+                await conn.execute(
+                    "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])",
+                    result.acknowledged,
+                )
+            if result.refused:
+                await conn.execute(
+                    "UPDATE outbox o SET failed_at = now(), failure = f.failure"
+                    " FROM unnest($1::bigint[], $2::text[]) AS f(id, failure)"
+                    " WHERE o.id = f.id",
+                    [row["id"] for row, _ in result.refused],
+                    failures,
+                )
+                await store.enqueue(conn, letters)
 
     async def _purge_sent(self, conn: asyncpg.Connection) -> None:
         await conn.execute(
@@ -121,10 +345,22 @@ class OutboxRelay:
 
 
 async def pending_count(database_url: str) -> int:
-    """How many outbox rows wait to be published (the relay backlog)."""
+    """How many outbox rows wait to be published (the relay backlog; failed rows excluded)."""
     conn: asyncpg.Connection = await asyncpg.connect(database_url)
     try:
-        count: int = await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+        count: int = await conn.fetchval(
+            "SELECT count(*) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL"
+        )
+        return count
+    finally:
+        await conn.close()
+
+
+async def failed_count(database_url: str) -> int:
+    """How many outbox rows the broker refused for good (kept for an operator)."""
+    conn: asyncpg.Connection = await asyncpg.connect(database_url)
+    try:
+        count: int = await conn.fetchval("SELECT count(*) FROM outbox WHERE failed_at IS NOT NULL")
         return count
     finally:
         await conn.close()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, model_validator
 
 from schemas._base import Contract
 
@@ -73,17 +73,37 @@ class BalanceEvent(Contract):
 
 
 class DeadLetter(Contract):
-    """A message that could not be processed, kept whole on ``declarations.rejected``."""
+    """A message that could not be processed or published, on ``declarations.rejected``.
+
+    The raw bytes travel inline (``rawBase64``) when they are small enough
+    (``STUDENTWORK_DEAD_LETTER_INLINE_BYTES``); larger ones stay in PostgreSQL and the
+    letter carries ``rawRef`` (``<table>:<key>``: ``dead_letter_payloads:<eventId>`` for a
+    rejected input, ``outbox:<id>`` for an outbox row the broker refused), ``rawSize`` and
+    ``rawSha256`` instead, so that a dead letter always fits the broker's message limit.
+    ``partition`` and ``offset`` say where a rejected input was consumed; they are absent
+    for an outbox row, which never reached a partition.
+    """
 
     event_id: str
     topic: str
-    partition: int
-    offset: int
+    partition: int | None = None
+    offset: int | None = None
     timestamp: datetime | None = None
     key_base64: str | None = None
-    raw_base64: str
+    raw_base64: str | None = None
+    raw_ref: str | None = None
+    raw_sha256: str | None = Field(None, pattern="^[0-9a-f]{64}$")
+    raw_size: int | None = Field(None, ge=0)
     reason: str
     rejected_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _raw_inline_or_referenced(self) -> Self:
+        if (self.raw_base64 is None) == (self.raw_ref is None):
+            raise ValueError("give exactly one of rawBase64 or rawRef")
+        if self.raw_ref is not None and (self.raw_sha256 is None or self.raw_size is None):
+            raise ValueError("rawRef needs rawSha256 and rawSize")
+        return self
 
 
 class QuotaChange(Contract):

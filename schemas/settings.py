@@ -70,6 +70,18 @@ class Settings(BaseSettings):
         ),
     )
     dead_letter_retention_days: int = Field(90, ge=1)
+    dead_letter_inline_bytes: int = Field(
+        256 * 1024,
+        ge=0,
+        le=512 * 1024,
+        description=(
+            "Largest rejected message (raw bytes) a dead letter carries inline in base64. "
+            "Larger ones are kept in PostgreSQL (dead_letter_payloads) and the dead letter "
+            "carries their reference, size and SHA-256 instead, so it always fits the "
+            "broker's message limit (base64 adds a third: 512 KiB becomes about 683 KiB, "
+            "under the 1 MB default)."
+        ),
+    )
     batch_size: int = Field(1000, ge=1, description="Most events applied in one transaction.")
     batch_within: float = Field(0.2, gt=0, description="Seconds to wait to fill a batch.")
     declaration_horizon_days: int = Field(

@@ -42,7 +42,7 @@ from pydantic import ValidationError
 
 from db import attestations as queries
 from db import store
-from db.store import OutboxMessage
+from db.store import DeadLetterPayload, OutboxMessage
 from quota.access_codes import (
     AccessCodeKeys,
     code_validity,
@@ -491,11 +491,16 @@ async def reject_records(
     ids = [Rejection(r, reason).dedupe_id for r, reason in rejections]
     async with pool.acquire() as conn, conn.transaction():
         claimed = await queries.claim_events(conn, ids)
-        messages = []
+        messages: list[OutboxMessage] = []
+        payloads: list[DeadLetterPayload] = []
         for (record, reason), event_id in zip(rejections, ids, strict=True):
             if event_id not in claimed:
                 continue
-            messages.append(dead_letter_message(Rejection(record, reason), settings, now))
+            letter, payload = dead_letter_message(Rejection(record, reason), settings, now)
+            messages.append(letter)
+            if payload is not None:
+                payloads.append(payload)
+        await store.save_dead_letter_payloads(conn, payloads)
         await store.enqueue(conn, messages)
     return len(messages)
 

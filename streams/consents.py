@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from db import consents as consent_db
 from db import store
-from db.store import OutboxMessage
+from db.store import DeadLetterPayload, OutboxMessage
 from schemas.consents import ConsentChange
 from schemas.settings import Settings
 from schemas.topics import CONSENTS
@@ -88,6 +88,7 @@ class ConsentApplier:
             seen = await store.already_applied(conn, ids)
             changes: list[ConsentChange] = []
             letters: list[OutboxMessage] = []
+            payloads: list[DeadLetterPayload] = []
             new_ids: list[str] = []
             for item, event_id in zip(parsed, ids, strict=True):
                 if event_id in seen:
@@ -97,12 +98,16 @@ class ConsentApplier:
                 new_ids.append(event_id)
                 if isinstance(item, Rejection):
                     report.rejected += 1
-                    letters.append(dead_letter_message(item, self._settings, self._clock()))
+                    letter, payload = dead_letter_message(item, self._settings, self._clock())
+                    letters.append(letter)
+                    if payload is not None:
+                        payloads.append(payload)
                 else:
                     report.applied += 1
                     changes.append(item)
             await consent_db.apply_changes(conn, changes)
             await store.record_applied(conn, new_ids)
+            await store.save_dead_letter_payloads(conn, payloads)
             await store.enqueue(conn, letters)
         return report
 

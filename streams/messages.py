@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from db.store import DeadLetterPayload
 from quota import (
     AnomalyCode,
     Balance,
@@ -298,6 +299,10 @@ def refusal_answer(
     )
 
 
+#: How a dead letter names raw bytes kept in PostgreSQL: ``<table>:<key>``.
+PAYLOAD_REF_PREFIX = "dead_letter_payloads:"
+
+
 def dead_letter(
     *,
     event_id: str,
@@ -309,18 +314,34 @@ def dead_letter(
     raw: bytes | None,
     reason: str,
     now: datetime,
-) -> DeadLetter:
-    return DeadLetter(
+    inline_limit: int,
+) -> tuple[DeadLetter, DeadLetterPayload | None]:
+    """The dead letter of a rejected record, and the raw bytes to keep aside, if any.
+
+    Raw bytes up to ``inline_limit`` travel in the letter (base64). Larger ones would make
+    the letter itself too large for the broker (base64 adds a third), so the letter then
+    names them by reference with their size and SHA-256, and the caller stores the
+    returned payload in the transaction that enqueues the letter.
+    """
+    body = raw or b""
+    payload: DeadLetterPayload | None = None
+    if len(body) > inline_limit:
+        payload = DeadLetterPayload(event_id, body, hashlib.sha256(body).hexdigest(), len(body))
+    letter = DeadLetter(
         event_id=event_id,
         topic=topic,
         partition=partition,
         offset=offset,
         timestamp=timestamp,
         key_base64=base64.b64encode(key).decode() if key is not None else None,
-        raw_base64=base64.b64encode(raw or b"").decode(),
+        raw_base64=base64.b64encode(body).decode() if payload is None else None,
+        raw_ref=PAYLOAD_REF_PREFIX + event_id if payload is not None else None,
+        raw_sha256=payload.sha256 if payload is not None else None,
+        raw_size=payload.size if payload is not None else None,
         reason=reason,
         rejected_at=now,
     )
+    return letter, payload
 
 
 def utc_from_millis(ms: int | float | None) -> datetime | None:

@@ -19,7 +19,7 @@ import asyncpg
 from pydantic import ValidationError
 
 from db import store
-from db.store import AppliedEvent, OutboxMessage
+from db.store import AppliedEvent, DeadLetterPayload, OutboxMessage
 from quota import (
     AnomalyCode,
     Command,
@@ -107,16 +107,20 @@ class BatchReport:
     statuses: dict[str, int] = field(default_factory=dict)
 
 
-def dead_letter_message(rejection: Rejection, settings: Settings, now: datetime) -> OutboxMessage:
+def dead_letter_message(
+    rejection: Rejection, settings: Settings, now: datetime
+) -> tuple[OutboxMessage, DeadLetterPayload | None]:
     """The ``declarations.rejected`` message for a rejected record (logged as it is made).
 
+    Also the raw bytes to store with :func:`db.store.save_dead_letter_payloads` in the
+    same transaction when they are too large to travel in the letter (None otherwise).
     The log line names the record and the refusal code only: the reason may quote a
     student's SSIN, which has no place in logs.
     """
     record = rejection.record
     log.warning("rejected %s: %s", record.origin, rejection.code.value)
     log.debug("rejected %s: %s", record.origin, rejection.reason)
-    letter = dead_letter(
+    letter, payload = dead_letter(
         event_id=rejection.dedupe_id,
         topic=settings.topic(record.topic),
         partition=record.partition,
@@ -126,8 +130,9 @@ def dead_letter_message(rejection: Rejection, settings: Settings, now: datetime)
         raw=record.value,
         reason=printable(f"{rejection.code.value}: {rejection.reason}"),
         now=now,
+        inline_limit=settings.dead_letter_inline_bytes,
     )
-    return OutboxMessage(REJECTED, record.key, letter.to_json_bytes())
+    return OutboxMessage(REJECTED, record.key, letter.to_json_bytes()), payload
 
 
 async def quarantine_record(
@@ -143,7 +148,9 @@ async def quarantine_record(
         if await store.applied_events(conn, [rejection.dedupe_id]):
             return
         await store.record_applied_events(conn, [(rejection.dedupe_id, None, record.origin)])
-        await store.enqueue(conn, [dead_letter_message(rejection, settings, now)])
+        letter, payload = dead_letter_message(rejection, settings, now)
+        await store.save_dead_letter_payloads(conn, [payload] if payload else [])
+        await store.enqueue(conn, [letter])
 
 
 class BatchProcessor:
@@ -280,6 +287,7 @@ class BatchProcessor:
         report = BatchReport()
         by_event = {o.command.event_id: o for o in outcomes}
         messages: list[OutboxMessage] = []
+        payloads: list[DeadLetterPayload] = []
         new_ids: list[tuple[str, bytes | None, str]] = []
         for item in parsed:
             if isinstance(item, Rejection):
@@ -289,7 +297,9 @@ class BatchProcessor:
                 stored[item.dedupe_id] = AppliedEvent(None, item.record.origin)
                 new_ids.append((item.dedupe_id, None, item.record.origin))
                 report.rejected += 1
-                messages.extend(self._rejection_messages(item, now))
+                rejected, kept = self._rejection_messages(item, now)
+                messages.extend(rejected)
+                payloads.extend(kept)
                 report.statuses["B"] = report.statuses.get("B", 0) + 1
                 continue
             outcome = by_event.pop(item.command.event_id, None)
@@ -313,11 +323,17 @@ class BatchProcessor:
         report.balances_changed = len(balance_messages)
         await store.save_ledgers(conn, ledgers.values())
         await store.record_applied_events(conn, new_ids)
+        await store.save_dead_letter_payloads(conn, payloads)
         await store.enqueue(conn, messages + balance_messages)
         return report
 
-    def _rejection_messages(self, rejection: Rejection, now: datetime) -> list[OutboxMessage]:
-        """The refusal (when an employer can be identified) and the dead letter."""
+    def _rejection_messages(
+        self, rejection: Rejection, now: datetime
+    ) -> tuple[list[OutboxMessage], list[DeadLetterPayload]]:
+        """The refusal (if an employer can be named) and the dead letter of a rejection.
+
+        With the raw bytes to store beside them when the dead letter cannot carry them.
+        """
         record = rejection.record
         messages = []
         employer = guess_employer(record.value)
@@ -334,8 +350,9 @@ class BatchProcessor:
                 now=now,
             )
             messages.append(OutboxMessage(ACKS, employer.encode(), answer.to_json_bytes()))
-        messages.append(dead_letter_message(rejection, self._settings, now))
-        return messages
+        letter, payload = dead_letter_message(rejection, self._settings, now)
+        messages.append(letter)
+        return messages, [payload] if payload is not None else []
 
     async def quarantine(self, record: RawRecord, error: BaseException) -> None:
         """Refuse a record whose application failed permanently, exactly once."""
@@ -349,7 +366,9 @@ class BatchProcessor:
             if await store.applied_events(conn, [rejection.dedupe_id]):
                 return
             await store.record_applied_events(conn, [(rejection.dedupe_id, None, record.origin)])
-            await store.enqueue(conn, self._rejection_messages(rejection, self._clock()))
+            messages, payloads = self._rejection_messages(rejection, self._clock())
+            await store.save_dead_letter_payloads(conn, payloads)
+            await store.enqueue(conn, messages)
 
     async def _changed_balances(
         self, conn: asyncpg.Connection, balances: Sequence[Balance], now: datetime
@@ -391,7 +410,9 @@ class BatchProcessor:
             async with self._pool.acquire() as conn, conn.transaction():
                 if not await store.already_applied(conn, [rejection.dedupe_id]):
                     await store.record_applied(conn, [rejection.dedupe_id])
-                    await store.enqueue(conn, self._rejection_messages(rejection, self._clock()))
+                    messages, payloads = self._rejection_messages(rejection, self._clock())
+                    await store.save_dead_letter_payloads(conn, payloads)
+                    await store.enqueue(conn, messages)
             return 0
         return await self.change_quota(change)
 

@@ -17,10 +17,13 @@ from typing import Any
 
 import asyncpg
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, ConfigResource, ConfigResourceType
 
 from db.migrate import migrate
 from quota import QuotaRules, StudentLedger, apply_batch, compute_balance
 from schemas.declarations import DimonaDeclaration, DmfaDeclaration
+from schemas.topics import TOPICS
+from streams.admin import ensure_topics, wanted_configs
 from streams.messages import dimona_command, dmfa_command
 from tests.support import (
     EMPLOYER_A,
@@ -61,25 +64,17 @@ async def accept_any_timestamp(pipeline: Pipeline) -> None:
     """Let the Dimona topic take timestamps far in the future, as Kafka before 4.0 did
     by default (``message.timestamp.after.max.ms``): a sender's clock at the year 10000
     then reaches the worker."""
-    from aiokafka.admin import AIOKafkaAdminClient, ConfigResource, ConfigResourceType
-
+    spec = next(spec for spec in TOPICS if spec.name == DIMONA)
+    configs = {
+        **wanted_configs(spec, pipeline.settings()),
+        "message.timestamp.after.max.ms": str(2**63 - 1),
+    }
     admin = AIOKafkaAdminClient(bootstrap_servers=pipeline.kafka_bootstrap)
     await admin.start()
     try:
-        name = pipeline.topic(DIMONA)
-        described = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, name)]
+        await admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, pipeline.topic(DIMONA), configs)]
         )
-        current = {
-            entry[0]: entry[1]
-            for response in described
-            for resource in response.resources
-            for entry in resource[4]
-            if not entry[3] and entry[1] is not None  # not read-only, has a value
-            and entry[4] == 1  # set on the topic itself
-        }
-        configs = {**current, "message.timestamp.after.max.ms": str(2**63 - 1)}
-        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs)])
     finally:
         await admin.close()
 
@@ -333,8 +328,6 @@ async def test_a_poison_batch_applies_everything_else(pipeline: Pipeline, tmp_pa
         await conn.execute(POISON_TRIGGER)
     finally:
         await conn.close()
-    from streams.admin import ensure_topics
-
     await ensure_topics(pipeline.settings())
     await accept_any_timestamp(pipeline)
     await publish(pipeline.kafka_bootstrap, stream)
