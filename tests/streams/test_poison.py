@@ -7,6 +7,7 @@ declarations; each bad one must get exactly its refusal, and every valid one its
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import random
@@ -17,7 +18,8 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, ConfigResource, ConfigResourceType
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from db.migrate import migrate
 from quota import QuotaRules, StudentLedger, apply_batch, compute_balance
@@ -72,9 +74,22 @@ async def accept_any_timestamp(pipeline: Pipeline) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=pipeline.kafka_bootstrap)
     await admin.start()
     try:
-        await admin.alter_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, pipeline.topic(DIMONA), configs)]
-        )
+        resource = ConfigResource(ConfigResourceType.TOPIC, pipeline.topic(DIMONA), configs)
+        await admin.alter_configs([resource])
+        # The broker applies an alteration a moment later: wait until it reads back.
+        for _ in range(100):
+            responses = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, pipeline.topic(DIMONA))]
+            )
+            values = {
+                entry["config_names"]: entry["config_value"]
+                for response in responses
+                for found in response.to_object()["resources"]
+                for entry in found["config_entries"]
+            }
+            if values.get("message.timestamp.after.max.ms") == str(2**63 - 1):
+                break
+            await asyncio.sleep(0.1)
     finally:
         await admin.close()
 
@@ -293,7 +308,7 @@ def expected_outcome(
 async def test_a_poison_batch_applies_everything_else(pipeline: Pipeline, tmp_path: Path) -> None:
     rng = random.Random(11)
     employers = [valid_enterprise_number(2_000_000 + i) for i in range(4)]
-    students = [valid_ssin(f"0{rng.randint(1, 4)}0{rng.randint(1, 9)}15", i) for i in range(60)]
+    students = [valid_ssin(f"0{rng.randint(1, 4)}0{rng.randint(1, 9)}15", i + 1) for i in range(60)]
     t = pipeline.topic(DIMONA)
     valid: list[Outgoing] = []
     for i in range(995):
