@@ -23,7 +23,8 @@ byte: nothing reads the clock or the system's randomness. Every student draws fr
 random generator seeded by (seed, year, student number); employers from one seeded by
 (seed, employer number). Event ids are UUID-shaped numbers drawn from those generators,
 so a simulator can reference a period in an update or cancel without waiting for the
-answer (:func:`quota.period_id_for` derives the period id from the event id).
+answer (:func:`streams.messages.declared_period_id` derives the period id from the
+declarant and the event id).
 
 **Streaming.** Students are generated one at a time; their records are put into day
 buckets keyed by submission time, which spill to temporary files beyond a memory budget.
@@ -52,11 +53,10 @@ from typing import IO, TypeVar
 from aiokafka import AIOKafkaProducer
 
 from quota.calendar import BRUSSELS, quarter_end, quarter_of, same_quarter
-from quota.ledger import period_id_for
 from quota.rules import QuotaRules
 from schemas.settings import Settings
 from schemas.topics import DIMONA, DMFA
-from streams.messages import idempotency_key
+from streams.messages import declared_period_id
 
 __all__ = [
     "AGENCY_JOB_SHARE",
@@ -1090,7 +1090,7 @@ class Simulation:
 
     @staticmethod
     def _period_id(job: _Job, declared_event: str) -> str:
-        return period_id_for(idempotency_key("dimona", job.employer.declarant_id, declared_event))
+        return declared_period_id(job.employer.declarant_id, declared_event)
 
     def _dimona_in(
         self, event_id: str, at: int, ssin: str, job: _Job, start: date, end: date, hours: int

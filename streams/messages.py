@@ -20,6 +20,7 @@ from quota import (
     DeclarePeriod,
     ReportWages,
     UpdatePeriod,
+    period_id_for,
 )
 from schemas.answers import (
     AnswerAction,
@@ -42,6 +43,12 @@ def idempotency_key(kind: IdempotencyKind, declarant: str, event_id: str) -> str
     itself (dead letters, quota changes, rotations).
     """
     return f"{kind}:{declarant}:{event_id}"
+
+
+def declared_period_id(declarant: str, event_id: str) -> str:
+    """The id of the period a ``dimonaIn`` creates, which its sender can compute itself:
+    UUID v5 of ``"dimona:<declarant>:<eventId>"`` (see :func:`quota.period_id_for`)."""
+    return period_id_for(idempotency_key("dimona", declarant, event_id))
 
 
 def body_digest(raw: bytes) -> bytes:

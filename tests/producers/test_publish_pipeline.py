@@ -22,10 +22,9 @@ import pytest
 
 from producers.publisher import DeclarationPublisher, InvalidDeclaration
 from producers.simulator import RecordKind, Simulation
-from quota import period_id_for
 from quota.calendar import brussels_date
 from schemas.declarations import DimonaDeclaration
-from streams.messages import idempotency_key
+from streams.messages import declared_period_id
 from tests.support import (
     EMPLOYER_A,
     EMPLOYER_B,
@@ -116,9 +115,7 @@ async def test_good_lines_go_bad_lines_are_reported_answers_are_printed(
         {"worker": {"ssin": STUDENT}},  # 9
         # Period ids derive from the declarant and its event id: no need to wait for the
         # answer.
-        dimona_update(
-            "pub-280", period_id_for(idempotency_key("dimona", EMPLOYER_A, "pub-300")), hours=280
-        ),  # 10
+        dimona_update("pub-280", declared_period_id(EMPLOYER_A, "pub-300"), hours=280),  # 10
         # Stamped tomorrow: the broker refuses timestamps more than an hour ahead.
         {
             "topic": "dimona.declarations",
@@ -158,7 +155,7 @@ async def test_good_lines_go_bad_lines_are_reported_answers_are_printed(
         11: ("A", "in", 30, 0, []),
     }
     assert answers[1]["eventId"] == "pub-300"
-    assert answers[1]["answer"]["periodId"] == period_id_for("pub-300")
+    assert answers[1]["answer"]["periodId"] == declared_period_id(EMPLOYER_A, "pub-300")
     assert uuid.UUID(answers[6]["eventId"]).version == 4  # filled in by the publisher
     assert answers[11]["status"] == "A"
     (summary,) = (d for d in documents if d["type"] == "summary")
@@ -206,12 +203,12 @@ async def test_human_output_lateness_replays_and_missing_answers(
     )
     assert (
         f"line 1: W (in) event hum-late: 0 h reduced, 40 h ordinary, period "
-        f"{period_id_for('hum-late')}" in lines
+        f"{declared_period_id(EMPLOYER_A, 'hum-late')}" in lines
     )
     assert any(line.startswith("    LATE_DECLARATION (40 h): declared after") for line in lines)
     assert (
         f"line 2: A (in) event hum-ahead: 8 h reduced, 0 h ordinary, period "
-        f"{period_id_for('hum-ahead')}" in lines
+        f"{declared_period_id(EMPLOYER_A, 'hum-ahead')}" in lines
     )
 
     # The same event ids again: replays, which the service does not answer twice.
@@ -227,8 +224,8 @@ async def test_human_output_lateness_replays_and_missing_answers(
     assert found.code == 0, found.stdout
     assert found.stdout.splitlines()[
         0
-    ] == "line 1: W (in) event hum-late: 0 h reduced, 40 h ordinary, period " + period_id_for(
-        "hum-late"
+    ] == "line 1: W (in) event hum-late: 0 h reduced, 40 h ordinary, period " + declared_period_id(
+        EMPLOYER_A, "hum-late"
     )
     assert found.stdout.splitlines()[-1].startswith("summary: 2 of 2 lines published; answers: 2")
 

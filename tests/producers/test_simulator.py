@@ -113,13 +113,14 @@ def year() -> Year:
 
 def in_force_declarations(y: Year) -> dict[str, dict[str, Any]]:
     """Valid dimonaIn by period id, final hours after updates, cancelled ones removed."""
-    from quota import period_id_for
+    from streams.messages import declared_period_id
 
     periods: dict[str, dict[str, Any]] = {}
     for record, value in zip(y.records, y.values, strict=True):
         if record.kind in (RecordKind.IN, RecordKind.LATE):
             body = value["dimonaIn"]
-            periods[period_id_for(value["eventId"])] = {
+            declarant = value["declarant"]["enterpriseNumber"]
+            periods[declared_period_id(declarant, value["eventId"])] = {
                 "ssin": record.key,
                 "employer": json.dumps(value["employer"], sort_keys=True),
                 "agency": value["declarant"]["kind"] == "agency",

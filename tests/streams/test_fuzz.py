@@ -1,0 +1,320 @@
+"""Fuzz: hypothesis-made bad messages interleaved with a valid stream, on the real parts.
+
+Every bad message (random bytes, truncated or mutated JSON, wrong types, huge values,
+tombstones, non-UTF-8, oversized, bad keys and timestamps) must be answered where an
+employer can be named and dead-lettered always; the valid ones must give exactly the
+answers and balances the pure domain core gives for them alone; and the worker keeps
+consuming to the end. Which record is valid is decided by the worker's own parser, run
+here in-process on the same bytes, so a mutation that happens to stay valid is simply
+part of the valid stream.
+
+``STUDENTWORK_FUZZ_SCALE`` (default 1) multiplies the stream for longer local runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from quota import StudentLedger, apply_batch, compute_balance
+from streams.messages import guess_employer
+from streams.processor import BatchProcessor, Intake
+from streams.runtime import RawRecord
+from tests.support import (
+    Outgoing,
+    Pipeline,
+    WorkerProcess,
+    brussels_millis,
+    collect,
+    dimona_in,
+    dmfa,
+    publish,
+    valid_enterprise_number,
+    valid_ssin,
+)
+
+pytestmark = pytest.mark.integration
+
+SCALE = int(os.environ.get("STUDENTWORK_FUZZ_SCALE", "1"))
+ON_TIME = brussels_millis(date(2026, 6, 1))
+DIMONA = "dimona.declarations"
+DMFA = "dmfa.declarations"
+YEAR_10000_MS = 253_402_300_800_000
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@dataclass(frozen=True)
+class Bad:
+    """One bad record: how to turn a valid body (and key) into it."""
+
+    kind: str
+    value: bytes | None
+    key: bytes | None
+    timestamp_ms: int | None = ON_TIME
+
+
+def _paths(body: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix] if prefix else []
+    if isinstance(body, dict):
+        for k, v in body.items():
+            out += _paths(v, (*prefix, k))
+    return out
+
+
+def _set(body: Any, path: tuple[Any, ...], value: Any) -> None:
+    for part in path[:-1]:
+        body = body[part]
+    body[path[-1]] = value
+
+
+@st.composite
+def bad_record(draw: st.DrawFn, template: dict[str, Any], key: bytes) -> Bad:
+    # Each bad record has an id of its own, so that a mutation that stays valid is a
+    # declaration of its own rather than a reuse of a valid record's id.
+    base = {**template, "eventId": f"bad-{draw(st.integers(0, 10**12))}"}
+    raw = json.dumps(base).encode()
+    kind = draw(
+        st.sampled_from(
+            [
+                "random-bytes",
+                "truncated",
+                "mutated",
+                "wrong-type",
+                "huge-number",
+                "tombstone",
+                "non-utf8",
+                "bad-key",
+                "no-key",
+                "bad-timestamp",
+                "not-an-object",
+            ]
+        )
+    )
+    if kind == "random-bytes":
+        return Bad(kind, draw(st.binary(max_size=300)), key)
+    if kind == "truncated":
+        return Bad(kind, raw[: draw(st.integers(0, len(raw) - 1))], key)
+    if kind in ("mutated", "wrong-type", "huge-number"):
+        body = json.loads(raw)
+        path = draw(st.sampled_from(_paths(body)))
+        if kind == "mutated":
+            value = draw(json_values)
+        elif kind == "wrong-type":
+            value = draw(st.sampled_from([True, "30", 30.5, [], {}, None, "", "\u0000"]))
+        else:
+            value = draw(st.sampled_from([2**31, 2**63, 10**30, -(2**31), 1e308]))
+        _set(body, path, value)
+        return Bad(kind, json.dumps(body).encode(), key)
+    if kind == "tombstone":
+        return Bad(kind, None, key)
+    if kind == "non-utf8":
+        at = draw(st.integers(0, len(raw)))
+        return Bad(
+            kind, raw[:at] + draw(st.sampled_from([b"\xff", b"\xc3\x28", b"\x80"])) + raw[at:], key
+        )
+    if kind == "bad-key":
+        return Bad(kind, raw, draw(st.binary(min_size=1, max_size=20)))
+    if kind == "no-key":
+        return Bad(kind, raw, None)
+    if kind == "bad-timestamp":
+        return Bad(kind, raw, key, YEAR_10000_MS)
+    return Bad(kind, json.dumps(draw(st.lists(json_values, max_size=3))).encode(), key)
+
+
+def _stream(rng: random.Random, pipeline: Pipeline) -> tuple[list[Outgoing], list[Outgoing]]:
+    employers = [valid_enterprise_number(3_000_000 + i) for i in range(6)]
+    students = [valid_ssin(f"0{rng.randint(1, 4)}0{rng.randint(1, 9)}22", i + 1) for i in range(80)]
+    declarations = []
+    for i in range(900 * SCALE):
+        ssin = rng.choice(students)
+        month = rng.choice([7, 8, 9])
+        body = dimona_in(
+            f"f{i}",
+            ssin=ssin,
+            employer=rng.choice(employers),
+            start=f"2026-{month:02d}-01",
+            end=f"2026-{month:02d}-25",
+            hours=rng.randint(4, 80),
+        )
+        declarations.append(Outgoing.json(pipeline.topic(DIMONA), ssin, body, ON_TIME))
+    wages = []
+    for i, ssin in enumerate(students[: 40 * SCALE]):
+        body = dmfa(f"m{i}", ssin=ssin, employer=employers[i % 3], hours=rng.randint(0, 90))
+        wages.append(Outgoing.json(pipeline.topic(DMFA), ssin, body, ON_TIME))
+    return declarations, wages
+
+
+def _interleave(
+    rng: random.Random, valid: list[Outgoing], bad: list[Bad], topic: str
+) -> list[Outgoing]:
+    out = list(valid)
+    for record in bad:
+        out.insert(
+            rng.randrange(len(out) + 1),
+            Outgoing(topic, record.key, record.value, record.timestamp_ms),  # type: ignore[arg-type]
+        )
+    return out
+
+
+def _parse_all(pipeline: Pipeline, stream: list[Outgoing]) -> list[tuple[Outgoing, Any]]:
+    """Each record as the worker's parser sees it (the pool is not used for parsing)."""
+    parser = BatchProcessor(None, pipeline.settings())
+    out = []
+    for n, m in enumerate(stream):
+        logical = DIMONA if m.topic.endswith(DIMONA) else DMFA
+        out.append((m, parser.parse(RawRecord(logical, 0, n, m.timestamp_ms, m.key, m.value))))
+    return out
+
+
+async def _read_back(pipeline: Pipeline, logical: str, count: int) -> list[RawRecord]:
+    """The first ``count`` records of an input topic, as the broker stored them."""
+    consumer = AIOKafkaConsumer(
+        pipeline.topic(logical),
+        bootstrap_servers=pipeline.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
+    await consumer.start()
+    out: list[RawRecord] = []
+    try:
+        while len(out) < count:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                out.extend(
+                    RawRecord(logical, r.partition, r.offset, r.timestamp, r.key, r.value)
+                    for r in records
+                )
+    finally:
+        await consumer.stop()
+    return out
+
+
+@settings(
+    max_examples=1,
+    phases=[Phase.generate],
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+@given(data=st.data())
+async def test_fuzzed_bad_messages_cost_their_refusal_only(
+    data: st.DataObject, kafka_bootstrap: str, database_url: str, tmp_path: Path
+) -> None:
+    pipeline = Pipeline(kafka_bootstrap, database_url)
+    rng = random.Random(23)
+    declarations, wages = _stream(rng, pipeline)
+    template = json.loads(declarations[0].value)
+    key = declarations[0].key or b""
+    bad = data.draw(st.lists(bad_record(template, key), min_size=200 * SCALE, max_size=200 * SCALE))
+    bad += [
+        Bad("oversized", b'{"eventId": "big", "pad": "' + b"x" * 700_000 + b'"}', key),
+        Bad("oversized", json.dumps({**template, "pad": "y" * 400_000}).encode(), key),
+    ]
+    wage_template = json.loads(wages[0].value)
+    bad_wages = data.draw(
+        st.lists(bad_record(wage_template, wages[0].key or b""), min_size=40, max_size=40)
+    )
+    phases = [
+        _interleave(rng, declarations, bad, pipeline.topic(DIMONA)),
+        _interleave(rng, wages, bad_wages, pipeline.topic(DMFA)),
+    ]
+    parsed = [_parse_all(pipeline, phase) for phase in phases]
+    # The oversized records stand for what a producer with a large max.request.size sends.
+    with WorkerProcess(pipeline, tmp_path / "worker.log"):
+        answered = 0
+        for phase, items in zip(phases, parsed, strict=True):
+            await publish(pipeline.kafka_bootstrap, phase)
+            answerable = sum(
+                1
+                for m, item in items
+                if isinstance(item, Intake) or guess_employer(m.value) is not None
+            )
+            answered += answerable
+            acks = await collect(
+                pipeline.kafka_bootstrap,
+                pipeline.topic("dimona.acks"),
+                count=answered,
+                wait=240,
+            )
+        rejected = sum(1 for items in parsed for _m, item in items if not isinstance(item, Intake))
+        letters = await collect(
+            pipeline.kafka_bootstrap,
+            pipeline.topic("declarations.rejected"),
+            count=rejected,
+            wait=120,
+            settle=2.0,
+        )
+        acks = await collect(
+            pipeline.kafka_bootstrap, pipeline.topic("dimona.acks"), count=answered, settle=2.0
+        )
+        conn = await asyncpg.connect(pipeline.database_url)
+        try:
+            rows = await conn.fetch("SELECT ssin, year, used, remaining FROM balances")
+            pending = await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+        finally:
+            await conn.close()
+
+    # Exactly one answer per answerable record, one dead letter per bad record.
+    assert len(acks) == answered
+    assert len(letters) == rejected
+    assert pending == 0
+    # The dead letters are exactly the records the parser refuses, at their offsets.
+    parser = BatchProcessor(None, pipeline.settings())
+    positions = set()
+    for logical, phase in ((DIMONA, phases[0]), (DMFA, phases[1])):
+        for record in await _read_back(pipeline, logical, len(phase)):
+            if not isinstance(parser.parse(record), Intake):
+                positions.add((pipeline.topic(logical), record.partition, record.offset))
+    assert {
+        (m["value"]["topic"], m["value"]["partition"], m["value"]["offset"]) for m in letters
+    } == positions
+
+    # The valid records give what the pure core gives for them alone.
+    ledgers: dict[str, StudentLedger] = {}
+    intakes = [item for items in parsed for _m, item in items if isinstance(item, Intake)]
+    rules = pipeline.settings().quota_rules
+    result = apply_batch(ledgers, [(i.ssin, i.command) for i in intakes], set(), rules)
+    reply_of = {i.command.event_id: i.reply_to for i in intakes}
+    expected_answers = {
+        reply_of[o.command.event_id]: (o.decision.status.value, o.decision.reduced_hours)
+        for o in result.outcomes
+    }
+    got = {
+        a["value"]["inReplyTo"]: (a["value"]["status"], a["value"]["reducedHours"])
+        for a in acks
+        if a["value"]["inReplyTo"] in expected_answers
+    }
+    assert got == expected_answers
+    expected_balances = {
+        (ssin, year): (bal.used, bal.remaining)
+        for ssin, ledger in ledgers.items()
+        for year in ledger.years()
+        for bal in [compute_balance(ledger, year, rules)]
+    }
+    assert {(r["ssin"], r["year"]): (r["used"], r["remaining"]) for r in rows} == expected_balances
+    print(
+        f"fuzz: {sum(len(p) for p in phases)} records, {rejected} bad "
+        f"({len(intakes)} valid), {len(acks)} answers, {len(letters)} dead letters"
+    )
