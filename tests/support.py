@@ -320,3 +320,45 @@ def latest_by_key(messages: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
+
+
+async def accept_any_timestamp(
+    pipeline: Pipeline, names: Iterable[str] = ("dimona.declarations",)
+) -> None:
+    """Let input topics take timestamps far in the future, as Kafka before 4.0 did by
+    default (``message.timestamp.after.max.ms``): a sender's clock at the year 10000
+    then reaches the worker, which must refuse it itself."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    from schemas.topics import TOPICS
+    from streams.admin import wanted_configs
+
+    unbounded = str(2**63 - 1)
+    admin = AIOKafkaAdminClient(bootstrap_servers=pipeline.kafka_bootstrap)
+    await admin.start()
+    try:
+        for logical in names:
+            spec = next(spec for spec in TOPICS if spec.name == logical)
+            configs = {
+                **wanted_configs(spec, pipeline.settings()),
+                "message.timestamp.after.max.ms": unbounded,
+            }
+            name = pipeline.topic(logical)
+            await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs)])
+            # The broker applies an alteration a moment later: wait until it reads back.
+            for _ in range(100):
+                responses = await admin.describe_configs(
+                    [ConfigResource(ConfigResourceType.TOPIC, name)]
+                )
+                values = {
+                    entry["config_names"]: entry["config_value"]
+                    for response in responses
+                    for found in response.to_object()["resources"]
+                    for entry in found["config_entries"]
+                }
+                if values.get("message.timestamp.after.max.ms") == unbounded:
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        await admin.close()

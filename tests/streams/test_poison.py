@@ -7,7 +7,6 @@ declarations; each bad one must get exactly its refusal, and every valid one its
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import random
@@ -18,14 +17,11 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from db.migrate import migrate
 from quota import QuotaRules, StudentLedger, apply_batch, compute_balance
 from schemas.declarations import DimonaDeclaration, DmfaDeclaration
-from schemas.topics import TOPICS
-from streams.admin import ensure_topics, wanted_configs
+from streams.admin import ensure_topics
 from streams.messages import dimona_command, dmfa_command
 from tests.support import (
     EMPLOYER_A,
@@ -34,6 +30,7 @@ from tests.support import (
     Outgoing,
     Pipeline,
     WorkerProcess,
+    accept_any_timestamp,
     brussels_millis,
     collect,
     dimona_in,
@@ -60,38 +57,6 @@ def pipeline(kafka_bootstrap: str, database_url: str) -> Pipeline:
 def worker(pipeline: Pipeline, tmp_path: Path) -> Iterator[WorkerProcess]:
     with WorkerProcess(pipeline, tmp_path / "worker.log") as process:
         yield process
-
-
-async def accept_any_timestamp(pipeline: Pipeline) -> None:
-    """Let the Dimona topic take timestamps far in the future, as Kafka before 4.0 did
-    by default (``message.timestamp.after.max.ms``): a sender's clock at the year 10000
-    then reaches the worker."""
-    spec = next(spec for spec in TOPICS if spec.name == DIMONA)
-    configs = {
-        **wanted_configs(spec, pipeline.settings()),
-        "message.timestamp.after.max.ms": str(2**63 - 1),
-    }
-    admin = AIOKafkaAdminClient(bootstrap_servers=pipeline.kafka_bootstrap)
-    await admin.start()
-    try:
-        resource = ConfigResource(ConfigResourceType.TOPIC, pipeline.topic(DIMONA), configs)
-        await admin.alter_configs([resource])
-        # The broker applies an alteration a moment later: wait until it reads back.
-        for _ in range(100):
-            responses = await admin.describe_configs(
-                [ConfigResource(ConfigResourceType.TOPIC, pipeline.topic(DIMONA))]
-            )
-            values = {
-                entry["config_names"]: entry["config_value"]
-                for response in responses
-                for found in response.to_object()["resources"]
-                for entry in found["config_entries"]
-            }
-            if values.get("message.timestamp.after.max.ms") == str(2**63 - 1):
-                break
-            await asyncio.sleep(0.1)
-    finally:
-        await admin.close()
 
 
 def by_reply(acks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -56,6 +56,11 @@ async def _create(
             [NewTopic(settings.topic(name), partitions, 1, topic_configs=configs or {})]
         )
         assert [entry[1] for entry in response.topic_errors] == [0]
+        # Another client's listing sees a new topic once its metadata has propagated.
+        for _ in range(100):
+            if settings.topic(name) in await admin.list_topics():
+                break
+            await asyncio.sleep(0.1)
     finally:
         await admin.close()
 
