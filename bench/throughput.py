@@ -119,7 +119,7 @@ def bench_end_to_end(records: list, partitions: int, separate_relay: bool) -> di
         with log.open("wb") as out:
             worker, *helpers = [
                 subprocess.Popen(
-                    [sys.executable, "-m", "streams", command],
+                    [sys.executable, "-m", "infra", command],
                     env=env,
                     cwd=REPO,
                     stdout=out,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 from datetime import date
 from typing import Annotated
@@ -45,14 +44,11 @@ def ebox(
     transaction, invalid messages are dead-lettered, SIGTERM or Ctrl-C stops it cleanly.
     """
     from consumers.ebox import EboxConsumer, purge
-    from schemas.settings import Settings
-    from streams.admin import prepare
+    from streams.admin import TopicConfigError, prepare
+    from streams.cli import settings_from_environment, setup_logging
 
-    settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    settings = settings_from_environment()
+    setup_logging(settings)
     as_of: date | None = None
     if today is not None:
         try:
@@ -78,4 +74,8 @@ def ebox(
         await prepare(settings)
         await consumer.run()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except TopicConfigError as error:
+        typer.echo(f"eBox consumer not started: {error}", err=True)
+        raise typer.Exit(2) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 from contextlib import ExitStack
 from pathlib import Path
@@ -42,3 +43,14 @@ def tail(path: Path, lines: int = 40) -> str:
     except OSError as exc:
         return f"(no log at {path}: {exc.strerror})"
     return "\n".join(text.splitlines()[-lines:])
+
+
+def wait_for_stop_signal() -> None:
+    """Block until SIGINT or SIGTERM, so the caller's clean-up always runs."""
+    stop = {signal.SIGINT, signal.SIGTERM}
+    # Blocked first, so the signals queue for sigwait instead of killing the process.
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)
+    try:
+        signal.sigwait(stop)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop)

@@ -53,6 +53,28 @@ def register(cli: typer.Typer) -> None:
     cli.command("publish", help=_PUBLISH_HELP)(publish)
     cli.command("simulate", help=_SIMULATE_HELP)(simulate)
     cli.command("rotate-codes")(rotate_codes)
+    cli.command("relay")(relay)
+
+
+def relay() -> None:
+    """Run the outbox relay alone (when workers run with STUDENTWORK_RELAY_IN_WORKER=false)."""
+    import asyncio
+    import signal
+
+    from producers.relay import OutboxRelay
+    from streams.cli import settings_from_environment, setup_logging
+
+    settings = settings_from_environment()
+    setup_logging(settings)
+
+    async def main() -> None:
+        outbox_relay = OutboxRelay(settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, outbox_relay.stop)
+        await outbox_relay.run()
+
+    asyncio.run(main())
 
 
 def rotate_codes(

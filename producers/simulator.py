@@ -686,7 +686,7 @@ class Simulation:
 
     def _generate_in_processes(self, sorter: _TimeSorter) -> None:
         """Students in chunks over a process pool, a bounded number of chunks in flight."""
-        # fork: ``python -m streams`` has no main guard, so spawned children would rerun
+        # fork: ``python -m infra`` has no main guard, so spawned children would rerun
         # the command line; the children only compute and return lines.
         context = multiprocessing.get_context("fork")
         chunks = iter(range(0, self.students, _CHUNK_STUDENTS))

@@ -241,9 +241,6 @@ class BatchProcessor:
             result = apply_batch(ledgers, [(i.ssin, i.command) for i in fresh], set(), rules)
             return await self._save(conn, parsed, result.outcomes, result.balances, stored, ledgers)
 
-    #: The name the runtime and older callers know.
-    process = apply
-
     @staticmethod
     def _refuse_reused_ids(
         parsed: Sequence[Intake | Rejection], stored: dict[str, AppliedEvent]

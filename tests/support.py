@@ -107,7 +107,7 @@ class WorkerProcess:
         env = {**os.environ, **self.pipeline.env()}
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams", self.command],
+            [sys.executable, "-m", "infra", self.command],
             cwd=REPO,
             env=env,
             stdout=log,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from infra.cli import cli
 from producers.publisher import (
     InvalidDeclaration,
     PreparedLine,
@@ -20,7 +21,6 @@ from producers.publisher import (
     to_declaration,
 )
 from quota.calendar import BRUSSELS
-from streams.cli import cli
 from tests.support import STUDENT, dimona_in, dmfa
 
 NOW = datetime(2026, 6, 1, 9, 0, tzinfo=BRUSSELS)

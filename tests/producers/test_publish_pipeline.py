@@ -1,6 +1,6 @@
 """Publishing against the real pipeline: a Kafka broker, PostgreSQL and a worker process.
 
-The command line runs as a subprocess (``python -m streams publish``), exactly as an
+The command line runs as a subprocess (``python -m infra publish``), exactly as an
 employer would run it, with the pipeline's environment.
 """
 

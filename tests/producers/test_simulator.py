@@ -20,13 +20,13 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
+from infra.cli import cli
 from producers import simulator
 from producers.simulator import RecordKind, SimulatedRecord, Simulation, generate
 from quota import QuotaRules, StudentLedger, apply, is_late
 from quota.calendar import BRUSSELS, quarter_of, same_quarter
 from schemas.declarations import DimonaDeclaration, DmfaDeclaration
 from schemas.identifiers import is_valid_enterprise_number, is_valid_ssin, ssin_birth_date
-from streams.cli import cli
 from streams.messages import dimona_command, dmfa_command, utc_from_millis
 
 YEAR = 2026

@@ -143,7 +143,7 @@ Apply = Callable[[asyncpg.Pool, Settings, RawRecord], Awaitable[object]]
 
 
 async def via_batch(pool: asyncpg.Pool, settings: Settings, record: RawRecord) -> object:
-    return await BatchProcessor(pool, settings, lambda: T0).process([record])
+    return await BatchProcessor(pool, settings, lambda: T0).apply([record])
 
 
 async def via_quota_change(pool: asyncpg.Pool, settings: Settings, record: RawRecord) -> object:

@@ -1,6 +1,6 @@
 """End to end: declarations on a real Kafka broker, ledgers in a real PostgreSQL server.
 
-The worker runs as a real subprocess (``python -m streams worker``), exactly as deployed.
+The worker runs as a real subprocess (``python -m infra worker``), exactly as deployed.
 """
 
 from __future__ import annotations

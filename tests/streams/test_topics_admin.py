@@ -202,7 +202,7 @@ async def test_replay_settings_pass_verification(kafka_bootstrap: str) -> None:
 
 
 async def _studentwork(settings: Settings, *args: str, **env: str) -> tuple[int, str, str]:
-    """Run ``python -m streams`` as deployed; return exit code, stdout and stderr."""
+    """Run ``python -m infra`` as deployed; return exit code, stdout and stderr."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -59,7 +59,7 @@ def run_worker(
         **extra_env,
     }
     return subprocess.run(
-        [sys.executable, "-m", "streams", "worker"],
+        [sys.executable, "-m", "infra", "worker"],
         cwd=REPO,
         env=env,
         capture_output=True,

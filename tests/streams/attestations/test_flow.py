@@ -1,6 +1,6 @@
 """End to end: attestations, access codes and employer look-ups across month boundaries.
 
-One database and one set of topics for the whole module; the worker (``python -m streams
+One database and one set of topics for the whole module; the worker (``python -m infra
 worker``, a real subprocess) is restarted with another pinned "today" when a test needs
 another date, which is how the month boundaries are crossed: 30 November 2026, then
 1 December 2026 (a boundary the first worker missed), then 1 February 2027 (the November

@@ -29,7 +29,7 @@ def test_demo_feeds_a_simulated_year_and_stops(kafka_bootstrap: str, database_ur
         [
             sys.executable,
             "-m",
-            "streams",
+            "infra",
             "demo",
             "--students",
             "120",

@@ -88,7 +88,7 @@ def _child(
 ) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streams", *args], env=env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "infra", *args], env=env, stdout=out, stderr=subprocess.STDOUT
         )
     try:
         yield proc
@@ -173,7 +173,7 @@ def _run(
         if exit_after_feed:
             return
         console.print("\n[bold]Serving[/bold]; Ctrl-C stops every process the demo started.")
-        from streams.cli import wait_for_stop_signal
+        from infra._util import wait_for_stop_signal
 
         wait_for_stop_signal()
 
