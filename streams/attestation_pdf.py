@@ -1,7 +1,7 @@
 """Rendering attestations: HTML from a Jinja2 template, then PDF with weasyprint.
 
 Rendering costs a few hundred milliseconds of CPU per document, so the worker never
-renders on its event loop (DESIGN.md decision 7): :class:`PdfRenderer` runs
+renders on its event loop (docs/ARCHITECTURE.md): :class:`PdfRenderer` runs
 :func:`render_pdf` in a pool of processes. Everything the template shows arrives as one
 picklable :class:`AttestationDocument`, so a pool process needs nothing else (no
 database, no settings, no secrets).

@@ -78,7 +78,7 @@ async def studentwork(pipeline: Pipeline, *args: str) -> Run:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "streams",
+        "infra",
         *args,
         cwd=REPO,
         env={**os.environ, **pipeline.env()},

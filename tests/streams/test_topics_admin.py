@@ -206,7 +206,7 @@ async def _studentwork(settings: Settings, *args: str, **env: str) -> tuple[int,
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "streams",
+        "infra",
         *args,
         cwd=REPO,
         env={
