@@ -122,8 +122,9 @@ def _log_retry(what: str) -> Callable[[RetryCallState], None]:
 async def retry_transient(what: str, work: Callable[..., Awaitable[T]], *args: Any) -> T:
     """Run ``work`` until it succeeds or fails permanently.
 
-    Transient failures are retried without limit (exponential backoff from 0.5 s up to 10 s, with jitter):
-    a database outage delays a batch, it never skips it. Permanent ones are raised.
+    Transient failures are retried without limit (exponential backoff from 0.5 s up to
+    10 s, with jitter): a database outage delays a batch, it never skips it. Permanent
+    ones are raised.
     """
     retrying = AsyncRetrying(
         retry=retry_if_exception(is_transient),
