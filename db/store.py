@@ -69,6 +69,14 @@ async def load_ledgers(conn: asyncpg.Connection, ssins: Iterable[str]) -> dict[s
     return ledgers
 
 
+async def existing_period_ids(conn: asyncpg.Connection, period_ids: Sequence[str]) -> set[str]:
+    """Which of ``period_ids`` some period already has."""
+    rows = await conn.fetch(
+        "SELECT period_id FROM periods WHERE period_id = ANY($1::text[])", list(period_ids)
+    )
+    return {r["period_id"] for r in rows}
+
+
 async def ssins_with_data_in_year(conn: asyncpg.Connection, year: int) -> list[str]:
     rows = await conn.fetch(
         "SELECT ssin FROM periods WHERE start_date >= make_date($1, 1, 1)"

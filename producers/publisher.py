@@ -290,13 +290,16 @@ def _prepare(
         event_id = str(completed.get("eventId") or completed.get("event_id"))
         value = json.dumps(completed, separators=(",", ":")).encode()
         return PreparedLine(number, kind, event_id, key, value, line_timestamp, error.reason)
+    assert declaration.event_id is not None  # completed above
+    ssin = declaration.worker.ssin if declaration.worker is not None else envelope_key
+    if not ssin:
+        return RejectedLine(
+            number,
+            "a follow-up that names only its period needs the worker's SSIN as the line's key "
+            '({"key": "<SSIN>", "value": {...}})',
+        )
     return PreparedLine(
-        number,
-        kind,
-        declaration.event_id,
-        declaration.worker.ssin,
-        declaration.to_json_bytes(),
-        line_timestamp,
+        number, kind, declaration.event_id, str(ssin), declaration.to_json_bytes(), line_timestamp
     )
 
 
@@ -428,7 +431,11 @@ class DeclarationPublisher:
                 self._producer = None
 
     async def submit(
-        self, declaration: Declaration | Mapping[str, Any], *, timestamp_ms: int | None = None
+        self,
+        declaration: Declaration | Mapping[str, Any],
+        *,
+        timestamp_ms: int | None = None,
+        ssin: str | None = None,
     ) -> str:
         """Validate and queue one declaration (Dimona or DmfA); return its event id.
 
@@ -436,13 +443,16 @@ class DeclarationPublisher:
         instant (the timestamp, or now) are filled in. ``timestamp_ms`` sets the record's
         CreateTime (replays; in production the broker stamps LogAppendTime). Raises
         :class:`InvalidDeclaration` when the contracts refuse it, ``ValueError`` when the
-        event id was already submitted through this publisher.
+        event id was already submitted through this publisher. A follow-up that names
+        only its period needs ``ssin``: the record is keyed by the worker's SSIN.
         """
         at = datetime.fromtimestamp(timestamp_ms / 1000, BRUSSELS) if timestamp_ms else None
         model = to_declaration(declaration, submitted_at=at)
-        await self._send(
-            kind_of(model), model.event_id, model.worker.ssin, model.to_json_bytes(), timestamp_ms
-        )
+        key = model.worker.ssin if model.worker is not None else ssin
+        if key is None:
+            raise InvalidDeclaration("a follow-up that names only its period needs the ssin")
+        assert model.event_id is not None  # completed by to_declaration
+        await self._send(kind_of(model), model.event_id, key, model.to_json_bytes(), timestamp_ms)
         return model.event_id
 
     async def send_prepared(self, line: PreparedLine) -> None:

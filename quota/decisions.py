@@ -81,7 +81,7 @@ def _declare(ledger: StudentLedger, cmd: DeclarePeriod, rules: QuotaRules) -> De
 
     late = is_late(cmd.start, cmd.received_at)
     period = Period(
-        period_id=period_id_for(cmd.event_id),
+        period_id=cmd.period_id or period_id_for(cmd.event_id),
         employer=cmd.employer,
         declarant=cmd.declarant,
         start=cmd.start,
@@ -164,10 +164,10 @@ def _answer_for_hours(
     )
 
 
-def _owned_period(ledger: StudentLedger, employer: str, period_id: str) -> Period | Decision:
+def _owned_period(ledger: StudentLedger, employer: str | None, period_id: str) -> Period | Decision:
     period = ledger.periods.get(period_id)
     # Another employer's period is reported as unknown: employers never learn of each other.
-    if period is None or period.employer != employer:
+    if period is None or (employer is not None and period.employer != employer):
         return refusal(
             AnomalyCode.UNKNOWN_PERIOD,
             f"no period {period_id} declared by this employer for this student",

@@ -9,7 +9,7 @@ the reception instant is part of each command.
 
 from __future__ import annotations
 
-import uuid
+import hashlib
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
@@ -18,7 +18,6 @@ from quota.calendar import brussels_date, quarter_of
 
 #: Namespace for period ids derived from the declaring event, so that a replayed event
 #: yields the same period id.
-_PERIOD_NAMESPACE = uuid.UUID("7f0c1a52-3c1e-4d8e-9a55-2f3b7a1c0e01")
 
 STUDENT_WORKER_TYPE = "STU"
 
@@ -55,6 +54,7 @@ class AnomalyCode(StrEnum):
     INVALID_KEY = "INVALID_KEY"
     INVALID_TIMESTAMP = "INVALID_TIMESTAMP"
     DUPLICATE_EVENT_ID = "DUPLICATE_EVENT_ID"
+    MISSING_END_DATE = "MISSING_END_DATE"
     PROCESSING_FAILED = "PROCESSING_FAILED"
 
 
@@ -172,12 +172,15 @@ class DeclarePeriod:
     worker_type: str = STUDENT_WORKER_TYPE
     joint_commission: str | None = None
     using_employer: str | None = None
+    #: The id the new period gets; None: :func:`period_id_for` of the event id.
+    period_id: str | None = None
 
 
 @dataclass(frozen=True)
 class UpdatePeriod:
     event_id: str
-    employer: str
+    #: None when the follow-up names only the period: the period tells the employer.
+    employer: str | None
     period_id: str
     end: date
     planned_hours: int
@@ -188,7 +191,8 @@ class UpdatePeriod:
 @dataclass(frozen=True)
 class CancelPeriod:
     event_id: str
-    employer: str
+    #: None when the follow-up names only the period: the period tells the employer.
+    employer: str | None
     period_id: str
     received_at: datetime
 
@@ -207,9 +211,21 @@ class ReportWages:
 Command = DeclarePeriod | UpdatePeriod | CancelPeriod | ReportWages
 
 
-def period_id_for(event_id: str) -> str:
-    """The id of the period a declaring event creates (stable across replays)."""
-    return str(uuid.uuid5(_PERIOD_NAMESPACE, event_id))
+#: Period ids are 12-digit numbers, as the Dimona interface's are.
+PERIOD_ID_DIGITS = 12
+
+
+def period_id_for(event_id: str, attempt: int = 0) -> str:
+    """The id of the period a declaring event creates: a 12-digit number (as text).
+
+    Derived from the event's idempotency key, so it is stable under replay and a sender
+    can compute it; ``attempt`` gives the next candidate in the rare case that the first
+    is taken (the worker checks, see :attr:`DeclarePeriod.period_id`).
+    """
+    seed = event_id if attempt == 0 else f"{event_id}#{attempt}"
+    number = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big")
+    low = 10 ** (PERIOD_ID_DIGITS - 1)
+    return str(low + number % (9 * low))
 
 
 def is_late(start: date, received_at: datetime) -> bool:

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from datetime import date
 from typing import Annotated, Any, Self
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
@@ -30,13 +40,20 @@ def _whole_number(value: Any, what: str) -> int:
     if type(value) is not int:
         raise PydanticCustomError(
             "hours_not_integer",
-            "{what} must be a whole number, not {given}",
+            "{what} must be a number, not {given}",
             {"what": what, "given": type(value).__name__},
         )
     return value
 
 
 def _planned_hours(value: Any) -> int:
+    # Payroll packages send hours as JSON numbers with a fraction (30.0, 7.6): every
+    # started hour counts, so a fraction rounds up. A missing number (null) is no hours,
+    # which the rules refuse with the zero-hours reason.
+    if value is None:
+        return 0
+    if type(value) is float and math.isfinite(value) and abs(value) <= 10 * MAX_QUARTER_HOURS:
+        value = math.ceil(value)
     hours = _whole_number(value, "hours")
     if hours > MAX_QUARTER_HOURS:
         raise PydanticCustomError(
@@ -48,6 +65,8 @@ def _planned_hours(value: Any) -> int:
 
 
 def _worked_hours(value: Any) -> int:
+    if value is None:
+        raise PydanticCustomError("hours_not_integer", "the hours worked are missing")
     hours = _planned_hours(value)
     if hours < 0:
         raise PydanticCustomError(
@@ -104,7 +123,8 @@ def _printable(value: str) -> str:
     return value
 
 
-#: Planned hours of a declaration: a JSON integer, at most :data:`MAX_QUARTER_HOURS`.
+#: Planned hours of a declaration: a JSON number (a fraction rounds up: every started
+#: hour counts), at most :data:`MAX_QUARTER_HOURS`; null counts as no hours.
 Hours = Annotated[int, BeforeValidator(_planned_hours)]
 #: Hours worked in a quarter (DmfA): 0 to :data:`MAX_QUARTER_HOURS`.
 WorkedHours = Annotated[int, BeforeValidator(_worked_hours)]
@@ -138,10 +158,28 @@ class Contract(BaseModel):
 
 
 class EmployerRef(Contract):
-    """An employer as Dimona names it: enterprise number or NSSO registration number."""
+    """An employer as Dimona names it: enterprise number or NSSO registration number.
+
+    The current Dimona REST interface calls the NSSO number ``employerId`` and payroll
+    packages send it as a string or a number; both are read as the NSSO number.
+    """
 
     enterprise_number: EnterpriseNumber | None = None
-    nsso_registration_number: NssoNumber | None = None
+    nsso_registration_number: NssoNumber | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "nssoRegistrationNumber", "employerId", "nsso_registration_number"
+        ),
+    )
+
+    @field_validator("enterprise_number", "nsso_registration_number", mode="before")
+    @classmethod
+    def _number_as_text(cls, value: Any) -> Any:
+        # A number given as a JSON number loses nothing but leading zeros, which the
+        # identifier types restore (enterprise numbers) or do not need (NSSO numbers).
+        if type(value) is int and value >= 0:
+            return str(value)
+        return value
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:

@@ -19,6 +19,14 @@ class AnswerAnomaly(Contract):
     hours: int | None = None
 
 
+class AnsweredRecord(Contract):
+    """The record an answer answers, as the producer's delivery report named it."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
 class DimonaAnswer(Contract):
     """The answer to one declaration on ``dimona.acks`` (key: the employer id).
 
@@ -28,12 +36,19 @@ class DimonaAnswer(Contract):
     """
 
     event_id: str = Field(description="Id of this answer (derived from inReplyTo).")
-    in_reply_to: str = Field(description="Event id of the declaration answered.")
+    in_reply_to: str = Field(
+        description="Event id of the declaration answered (given, or derived from its bytes)."
+    )
+    record: AnsweredRecord | None = Field(
+        default=None, description="Topic, partition and offset of the record answered."
+    )
     action: AnswerAction
     status: AnswerStatus
     employer: str | None = None
     ssin: str | None = None
-    period_id: str | None = None
+    period_id: int | str | None = Field(
+        default=None, description="A number for every period declared since migration 0006."
+    )
     anomalies: list[AnswerAnomaly] = Field(default_factory=list)
     reduced_hours: int = 0
     ordinary_hours: int = 0

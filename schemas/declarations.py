@@ -9,10 +9,12 @@ land on one partition, in order.
 
 from __future__ import annotations
 
+from datetime import date
 from enum import StrEnum
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AwareDatetime, Field, model_validator
+from pydantic import AliasChoices, AwareDatetime, BeforeValidator, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from schemas._base import (
     Contract,
@@ -30,6 +32,7 @@ from schemas.identifiers import EnterpriseNumber, NssoNumber
 SCHEMA_VERSION: Literal[1] = 1
 
 EventId = Field(
+    default=None,
     min_length=1,
     max_length=128,
     description="Unique per declarant and kind (Dimona or DmfA); the idempotency key.",
@@ -70,37 +73,109 @@ class UsingEmployer(Contract):
     name: PrintableText | None = Field(default=None, max_length=200)
 
 
+def _names(*names: str) -> AliasChoices:
+    """Both generations of Dimona REST names (and the Python name)."""
+    return AliasChoices(*names)
+
+
+def _period_reference(value: Any) -> Any:
+    # The Dimona interface numbers periods; payroll packages send the number as a JSON
+    # number or a string (whatever intval / int() / parseInt made of the answer).
+    if type(value) is int and value >= 0:
+        return str(value)
+    return value
+
+
+PeriodReference = Annotated[
+    PrintableText,
+    BeforeValidator(_period_reference),
+    Field(min_length=1, max_length=64, description="The period's id, a number or a string."),
+]
+
+
+def _end_date_given(end: date | None) -> date:
+    if end is None:
+        raise PydanticCustomError(
+            "missing_end_date",
+            "the end date (endDate, or endingDate) is missing: a student declaration "
+            "covers a period within one quarter and must say when it ends",
+        )
+    return end
+
+
 class DimonaIn(Contract):
-    starting_date: WorkDate
-    ending_date: WorkDate
-    dimona_features: DimonaFeatures
-    planned_hours_number: Hours = Field(description="Whole hours, above 0.")
+    starting_date: WorkDate = Field(
+        validation_alias=_names("startDate", "startingDate", "starting_date")
+    )
+    ending_date: WorkDate | None = Field(
+        default=None, validation_alias=_names("endDate", "endingDate", "ending_date")
+    )
+    dimona_features: DimonaFeatures = Field(
+        validation_alias=_names("features", "dimonaFeatures", "dimona_features")
+    )
+    planned_hours_number: Hours = Field(
+        default=None,  # type: ignore[assignment]  # null and absent: no hours (refused)
+        description="Hours; a fraction rounds up (every started hour counts); above 0.",
+    )
     using_employer: UsingEmployer | None = None
     student_place_of_work: dict[str, Any] | None = None
 
+    @model_validator(mode="after")
+    def _ends(self) -> Self:
+        _end_date_given(self.ending_date)
+        return self
+
+    @property
+    def end(self) -> date:
+        return _end_date_given(self.ending_date)
+
 
 class DimonaUpdate(Contract):
-    period_id: PrintableText = Field(min_length=1, max_length=64)
-    starting_date: WorkDate | None = Field(
-        default=None, description="If given, must equal the declared start (it cannot change)."
+    period_id: PeriodReference = Field(
+        validation_alias=_names("periodId", "dimonaNumber", "period_id")
     )
-    ending_date: WorkDate
-    planned_hours_number: Hours
+    starting_date: WorkDate | None = Field(
+        default=None,
+        validation_alias=_names("startDate", "startingDate", "starting_date"),
+        description="If given, must equal the declared start (it cannot change).",
+    )
+    ending_date: WorkDate | None = Field(
+        default=None, validation_alias=_names("endDate", "endingDate", "ending_date")
+    )
+    planned_hours_number: Hours = Field(default=None)  # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _ends(self) -> Self:
+        _end_date_given(self.ending_date)
+        return self
+
+    @property
+    def end(self) -> date:
+        return _end_date_given(self.ending_date)
 
 
 class DimonaCancel(Contract):
-    period_id: PrintableText = Field(min_length=1, max_length=64)
+    period_id: PeriodReference = Field(
+        validation_alias=_names("periodId", "dimonaNumber", "period_id")
+    )
 
 
 class DimonaDeclaration(Contract):
-    """One Dimona STU message on ``dimona.declarations`` (key: the worker's SSIN)."""
+    """One Dimona STU message on ``dimona.declarations`` (key: the worker's SSIN).
+
+    The body payroll software sends to the Dimona REST interface, as it is: the envelope
+    (``eventId``, ``submittedAt``) is optional, and follow-ups (update, cancel) may carry
+    only the period reference, since the period tells the employer and the worker.
+    """
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    event_id: PrintableText = EventId
-    submitted_at: AwareDatetime
+    event_id: PrintableText | None = EventId
+    submitted_at: AwareDatetime | None = Field(
+        default=None, description="Informative only: the broker's time decides lateness."
+    )
     declarant: Declarant = Field(default_factory=Declarant)
-    employer: EmployerRef
-    worker: Worker
+    employer: EmployerRef | None = None
+    worker: Worker | None = None
     dimona_in: DimonaIn | None = None
     dimona_update: DimonaUpdate | None = None
     dimona_cancel: DimonaCancel | None = None
@@ -110,6 +185,8 @@ class DimonaDeclaration(Contract):
         actions = [self.dimona_in, self.dimona_update, self.dimona_cancel]
         if sum(a is not None for a in actions) != 1:
             raise ValueError("give exactly one of dimonaIn, dimonaUpdate or dimonaCancel")
+        if self.dimona_in is not None and (self.employer is None or self.worker is None):
+            raise ValueError("a dimonaIn names its employer and its worker")
         return self
 
     @property
@@ -122,7 +199,10 @@ class DimonaDeclaration(Contract):
 
     @property
     def declarant_id(self) -> str:
-        return self.declarant.declarant_id or self.employer.employer_id
+        """Who sent it: the declarant, else the employer; empty for a bare follow-up."""
+        if self.declarant.declarant_id:
+            return self.declarant.declarant_id
+        return self.employer.employer_id if self.employer is not None else ""
 
 
 class DmfaDeclaration(Contract):
@@ -133,8 +213,8 @@ class DmfaDeclaration(Contract):
     """
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    event_id: PrintableText = EventId
-    submitted_at: AwareDatetime
+    event_id: PrintableText | None = EventId
+    submitted_at: AwareDatetime | None = None
     employer: EmployerRef
     worker: Worker
     year: ReportingYear

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -25,6 +26,7 @@ from quota import (
 from schemas.answers import (
     AnswerAction,
     AnswerAnomaly,
+    AnsweredRecord,
     DeadLetter,
     DimonaAnswer,
 )
@@ -47,7 +49,9 @@ def idempotency_key(kind: IdempotencyKind, declarant: str, event_id: str) -> str
 
 def declared_period_id(declarant: str, event_id: str) -> str:
     """The id of the period a ``dimonaIn`` creates, which its sender can compute itself:
-    UUID v5 of ``"dimona:<declarant>:<eventId>"`` (see :func:`quota.period_id_for`)."""
+    12 digits from the SHA-256 of ``"dimona:<declarant>:<eventId>"``
+    (:func:`quota.period_id_for`). In the rare case that the number is taken, the worker
+    gives the next candidate, and the answer names it."""
     return period_id_for(idempotency_key("dimona", declarant, event_id))
 
 
@@ -65,18 +69,55 @@ def body_digest(raw: bytes) -> bytes:
     return hashlib.sha256(canonical.encode()).digest()
 
 
-def dimona_command(msg: DimonaDeclaration, received_at: datetime) -> Command:
-    employer = msg.employer.employer_id
-    key = idempotency_key("dimona", msg.declarant_id, msg.event_id)
+#: Kafka headers that name a record's idempotency key, in order of precedence.
+EVENT_ID_HEADERS = ("idempotency-key", "eventid")
+
+
+def derived_event_id(raw: bytes) -> str:
+    """The event id of a message that names none: ``sha256:`` and the hex SHA-256 of the
+    record's value, exactly as sent. A publisher can compute it; the same body sent twice
+    by the same declarant is one declaration, two different bodies are two."""
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def header_event_id(headers: Sequence[tuple[str, bytes]]) -> str | None:
+    """The event id a Kafka header gives (``idempotency-key`` or ``eventId``), if usable."""
+    found = {name.lower(): value for name, value in headers}
+    for name in EVENT_ID_HEADERS:
+        value = found.get(name)
+        if value is None:
+            continue
+        try:
+            text = value.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        return _printable_id(text)
+    return None
+
+
+def _sender_id(given: str | None, event_id: str | None) -> str:
+    chosen = event_id or given
+    if chosen is None:
+        raise ValueError("the message has no event id: derive one with derived_event_id")
+    return chosen
+
+
+def dimona_command(
+    msg: DimonaDeclaration, received_at: datetime, event_id: str | None = None
+) -> Command:
+    """The domain command of a Dimona message; ``event_id`` overrides the body's."""
+    employer = msg.employer.employer_id if msg.employer is not None else None
+    key = idempotency_key("dimona", msg.declarant_id, _sender_id(msg.event_id, event_id))
     if msg.dimona_in is not None:
         body = msg.dimona_in
         using = body.using_employer.enterprise_number if body.using_employer else None
+        assert employer is not None  # the contract requires it of a dimonaIn
         return DeclarePeriod(
             event_id=key,
             employer=employer,
             declarant=msg.declarant_id,
             start=body.starting_date,
-            end=body.ending_date,
+            end=body.end,
             planned_hours=body.planned_hours_number,
             received_at=received_at,
             worker_type=body.dimona_features.worker_type,
@@ -89,7 +130,7 @@ def dimona_command(msg: DimonaDeclaration, received_at: datetime) -> Command:
             event_id=key,
             employer=employer,
             period_id=update.period_id,
-            end=update.ending_date,
+            end=update.end,
             planned_hours=update.planned_hours_number,
             received_at=received_at,
             start=update.starting_date,
@@ -98,9 +139,14 @@ def dimona_command(msg: DimonaDeclaration, received_at: datetime) -> Command:
     return CancelPeriod(key, employer, msg.dimona_cancel.period_id, received_at)
 
 
-def dmfa_command(msg: DmfaDeclaration, received_at: datetime) -> ReportWages:
+def dmfa_command(
+    msg: DmfaDeclaration, received_at: datetime, event_id: str | None = None
+) -> ReportWages:
+    """The domain command of a DmfA line; ``event_id`` overrides the body's."""
     return ReportWages(
-        event_id=idempotency_key("dmfa", msg.employer.employer_id, msg.event_id),
+        event_id=idempotency_key(
+            "dmfa", msg.employer.employer_id, _sender_id(msg.event_id, event_id)
+        ),
         employer=msg.employer.employer_id,
         year=msg.year,
         quarter=msg.quarter,
@@ -120,18 +166,35 @@ def action_of(command: Command) -> AnswerAction:
     return "dmfa"
 
 
+def wire_period_id(period_id: str | None) -> int | str | None:
+    """Period ids go out as JSON numbers, as the Dimona interface's do (older ones, from
+    before numeric ids, stay strings)."""
+    if period_id is not None and period_id.isdigit() and period_id.isascii():
+        return int(period_id)
+    return period_id
+
+
 def answer_for(
-    command: Command, ssin: str, decision: Decision, now: datetime, *, reply_to: str
+    command: Command,
+    ssin: str,
+    decision: Decision,
+    now: datetime,
+    *,
+    reply_to: str,
+    record: AnsweredRecord | None = None,
+    employer: str | None = None,
 ) -> DimonaAnswer:
-    """The answer to an applied command; ``reply_to`` is the sender's own event id."""
+    """The answer to an applied command; ``reply_to`` is the sender's own event id and
+    ``employer`` the period's employer when the command named none."""
     return DimonaAnswer(
         event_id=f"ack:{command.event_id}",
         in_reply_to=reply_to,
+        record=record,
         action=action_of(command),
         status=decision.status.value,
-        employer=command.employer,
+        employer=employer or command.employer,
         ssin=ssin,
-        period_id=decision.period_id,
+        period_id=wire_period_id(decision.period_id),
         anomalies=[
             AnswerAnomaly(code=a.code.value, text=a.text, hours=a.hours) for a in decision.anomalies
         ],
@@ -214,6 +277,7 @@ _CODE_OF_ERROR_TYPE = {
     "amount_not_integer": AnomalyCode.AMOUNT_OUT_OF_RANGE,
     "amount_out_of_range": AnomalyCode.AMOUNT_OUT_OF_RANGE,
     "invalid_text": AnomalyCode.INVALID_TEXT,
+    "missing_end_date": AnomalyCode.MISSING_END_DATE,
 }
 
 
@@ -294,10 +358,12 @@ def refusal_answer(
     reason: str,
     action: AnswerAction,
     now: datetime,
+    record: AnsweredRecord | None = None,
 ) -> DimonaAnswer:
     return DimonaAnswer(
         event_id=answer_id,
         in_reply_to=reply_to,
+        record=record,
         action=action,
         status="B",
         employer=employer,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import asyncpg
@@ -29,10 +29,12 @@ from quota import (
     StudentLedger,
     apply_batch,
     compute_balance,
+    period_id_for,
 )
 from quota.balance import Balance
-from schemas.answers import AnswerAction, QuotaChange
+from schemas.answers import AnswerAction, AnsweredRecord, QuotaChange
 from schemas.declarations import DimonaDeclaration, DmfaDeclaration
+from schemas.identifiers import normalize_ssin
 from schemas.settings import Settings
 from schemas.topics import ACKS, BALANCES, DIMONA, DMFA, REJECTED
 from streams.messages import (
@@ -41,12 +43,14 @@ from streams.messages import (
     balance_event_bytes,
     body_digest,
     dead_letter,
+    derived_event_id,
     describe_validation_error,
     dimona_command,
     dmfa_command,
     guess_action,
     guess_employer,
     guess_event_id,
+    header_event_id,
     printable,
     refusal_answer,
     refusal_code,
@@ -84,6 +88,27 @@ class Rejection:
             f"rejected:{r.topic}:{r.partition}:{r.offset}:{r.timestamp_ms}:"
             f"{digest.hexdigest()[:16]}"
         )
+
+
+def _key_ssin(key: bytes | None) -> str | None:
+    """The SSIN a record key holds: exactly 11 ASCII digits with valid check digits."""
+    if key is None or len(key) != 11 or not key.isdigit():
+        return None
+    try:
+        return normalize_ssin(key.decode())
+    except ValueError:
+        return None
+
+
+def _period_employer(ledgers: dict[str, StudentLedger], outcome: Outcome) -> str | None:
+    """Who to answer: the command's employer, or for a follow-up that named only its
+    period, the employer of that period (None when the period is unknown)."""
+    if outcome.command.employer is not None:
+        return outcome.command.employer
+    period_id = getattr(outcome.command, "period_id", None)
+    ledger = ledgers.get(outcome.ssin)
+    period = ledger.periods.get(period_id) if ledger is not None and period_id else None
+    return period.employer if period is not None else None
 
 
 @dataclass(frozen=True)
@@ -186,17 +211,20 @@ class BatchProcessor:
         try:
             if record.topic == DIMONA:
                 dimona = DimonaDeclaration.model_validate_json(record.value)
-                ssin, command = dimona.worker.ssin, dimona_command(dimona, received_at)
-                reply_to = dimona.event_id
+                reply_to = self._event_id(record, dimona.event_id)
+                command: Command = dimona_command(dimona, received_at, reply_to)
+                named = dimona.worker.ssin if dimona.worker is not None else None
             elif record.topic == DMFA:
                 dmfa = DmfaDeclaration.model_validate_json(record.value)
-                ssin, command = dmfa.worker.ssin, dmfa_command(dmfa, received_at)
-                reply_to = dmfa.event_id
+                reply_to = self._event_id(record, dmfa.event_id)
+                command = dmfa_command(dmfa, received_at, reply_to)
+                named = dmfa.worker.ssin
             else:
                 return Rejection(record, f"no processing is defined for topic {record.topic}")
         except ValidationError as error:
             return Rejection(record, describe_validation_error(error), refusal_code(error))
-        if record.key is None or not record.key.isdigit() or record.key.decode() != ssin:
+        ssin = _key_ssin(record.key)
+        if ssin is None or (named is not None and ssin != named):
             return Rejection(
                 record,
                 "the message key must be the worker's SSIN as 11 ASCII digits: the key "
@@ -215,6 +243,13 @@ class BatchProcessor:
                 AnomalyCode.DATE_OUT_OF_RANGE,
             )
         return Intake(record, ssin, command, reply_to, body_digest(record.value))
+
+    @staticmethod
+    def _event_id(record: RawRecord, given: str | None) -> str:
+        """A Kafka header wins over the body's id; without either, the id is derived from
+        the exact bytes (:func:`streams.messages.derived_event_id`)."""
+        assert record.value is not None
+        return header_event_id(record.headers) or given or derived_event_id(record.value)
 
     async def apply(self, records: Sequence[RawRecord]) -> BatchReport:
         """Decide and store a batch in one transaction (the runtime commits after it)."""
@@ -237,9 +272,36 @@ class BatchProcessor:
                 for item in parsed
                 if isinstance(item, Intake) and item.command.event_id not in stored
             ]
+            fresh = await self._free_period_ids(conn, fresh)
             ledgers = await store.load_ledgers(conn, {item.ssin for item in fresh})
             result = apply_batch(ledgers, [(i.ssin, i.command) for i in fresh], set(), rules)
             return await self._save(conn, parsed, result.outcomes, result.balances, stored, ledgers)
+
+    @staticmethod
+    async def _free_period_ids(conn: asyncpg.Connection, fresh: list[Intake]) -> list[Intake]:
+        """Give each new period an id no other period has (ids are 12-digit hashes)."""
+        declared = [i for i in fresh if isinstance(i.command, DeclarePeriod)]
+        if not declared:
+            return fresh
+        taken = await store.existing_period_ids(
+            conn, [period_id_for(i.command.event_id) for i in declared]
+        )
+        out = []
+        for item in fresh:
+            command = item.command
+            if isinstance(command, DeclarePeriod):
+                attempt = 0
+                candidate = period_id_for(command.event_id)
+                while candidate in taken:
+                    attempt += 1
+                    candidate = period_id_for(command.event_id, attempt)
+                    if candidate not in taken:  # also ask the database about the new one
+                        taken |= await store.existing_period_ids(conn, [candidate])
+                taken.add(candidate)
+                if attempt:
+                    item = replace(item, command=replace(command, period_id=candidate))
+            out.append(item)
+        return out
 
     @staticmethod
     def _refuse_reused_ids(
@@ -306,7 +368,13 @@ class BatchProcessor:
             new_ids.append((item.command.event_id, item.digest, item.record.origin))
             report.applied += 1
             answer = answer_for(
-                outcome.command, outcome.ssin, outcome.decision, now, reply_to=item.reply_to
+                outcome.command,
+                outcome.ssin,
+                outcome.decision,
+                now,
+                reply_to=item.reply_to,
+                record=self._answered(item.record),
+                employer=_period_employer(ledgers, outcome),
             )
             report.statuses[answer.status] = report.statuses.get(answer.status, 0) + 1
             messages.append(
@@ -345,11 +413,19 @@ class BatchProcessor:
                 reason=rejection.reason,
                 action=action,
                 now=now,
+                record=self._answered(record),
             )
             messages.append(OutboxMessage(ACKS, employer.encode(), answer.to_json_bytes()))
         letter, payload = dead_letter_message(rejection, self._settings, now)
         messages.append(letter)
         return messages, [payload] if payload is not None else []
+
+    def _answered(self, record: RawRecord) -> AnsweredRecord:
+        return AnsweredRecord(
+            topic=self._settings.topic(record.topic),
+            partition=record.partition,
+            offset=record.offset,
+        )
 
     async def quarantine(self, record: RawRecord, error: BaseException) -> None:
         """Refuse a record whose application failed permanently, exactly once."""

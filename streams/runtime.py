@@ -66,6 +66,7 @@ class RawRecord:
     timestamp_ms: int | None
     key: bytes | None
     value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
     @property
     def origin(self) -> str:
@@ -331,6 +332,7 @@ class InputLane:
                     timestamp_ms=m.timestamp,
                     key=m.key,
                     value=m.value,
+                    headers=tuple(m.headers or ()),
                 )
                 for m in messages
             )
