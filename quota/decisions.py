@@ -204,13 +204,15 @@ def _update(ledger: StudentLedger, cmd: UpdatePeriod, rules: QuotaRules) -> Deci
             "the period can no longer be updated",
             pid,
         )
-    problem = _period_dates_problem(period.start, cmd.end) or _hours_problem(cmd.planned_hours)
+    # An update without hours changes the end date only.
+    hours = period.planned_hours if cmd.planned_hours is None else cmd.planned_hours
+    problem = _period_dates_problem(period.start, cmd.end) or _hours_problem(hours)
     if problem:
         return replace(problem, period_id=pid)
 
     before_balance = compute_balance(ledger, period.year, rules)
     before = allocate_period(ledger, period, rules)
-    delta = cmd.planned_hours - period.planned_hours
+    delta = hours - period.planned_hours
     if delta > 0:
         tranches = (*period.tranches, Tranche(ledger.take_seq(), delta))
     else:

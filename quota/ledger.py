@@ -183,7 +183,8 @@ class UpdatePeriod:
     employer: str | None
     period_id: str
     end: date
-    planned_hours: int
+    #: None: the hours stay as they are (the update changes the end date only).
+    planned_hours: int | None
     received_at: datetime
     start: date | None = None
 

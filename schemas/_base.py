@@ -46,7 +46,8 @@ def _whole_number(value: Any, what: str) -> int:
     return value
 
 
-def _planned_hours(value: Any) -> int:
+def planned_hours(value: Any) -> int:
+    """Planned hours as the rules take them (see :data:`Hours`)."""
     # Payroll packages send hours as JSON numbers with a fraction (30.0, 7.6): every
     # started hour counts, so a fraction rounds up. A missing number (null) is no hours,
     # which the rules refuse with the zero-hours reason.
@@ -67,7 +68,7 @@ def _planned_hours(value: Any) -> int:
 def _worked_hours(value: Any) -> int:
     if value is None:
         raise PydanticCustomError("hours_not_integer", "the hours worked are missing")
-    hours = _planned_hours(value)
+    hours = planned_hours(value)
     if hours < 0:
         raise PydanticCustomError(
             "hours_out_of_range", "hours worked cannot be negative ({given})", {"given": hours}
@@ -125,7 +126,7 @@ def _printable(value: str) -> str:
 
 #: Planned hours of a declaration: a JSON number (a fraction rounds up: every started
 #: hour counts), at most :data:`MAX_QUARTER_HOURS`; null counts as no hours.
-Hours = Annotated[int, BeforeValidator(_planned_hours)]
+Hours = Annotated[int, BeforeValidator(planned_hours)]
 #: Hours worked in a quarter (DmfA): 0 to :data:`MAX_QUARTER_HOURS`.
 WorkedHours = Annotated[int, BeforeValidator(_worked_hours)]
 #: A date of work between :data:`FIRST_WORK_DATE` and :data:`LAST_WORK_DATE`.
@@ -136,6 +137,18 @@ ReportingYear = Annotated[int, BeforeValidator(_reporting_year)]
 WageCents = Annotated[int, BeforeValidator(_wage_cents)]
 #: Ids and codes: printable text only.
 PrintableText = Annotated[str, AfterValidator(_printable)]
+
+
+def numeric_period_id(value: Any) -> Any:
+    """A period id as the Dimona interface writes it: a number (12 digits). Ids from
+    before numeric period ids stay text."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return value
+
+
+#: A period id on the way out: a JSON number, or text for the older ids.
+PeriodId = Annotated[int | str, BeforeValidator(numeric_period_id)]
 
 
 class Contract(BaseModel):

@@ -7,7 +7,7 @@ from typing import Literal, Self
 
 from pydantic import AwareDatetime, Field, model_validator
 
-from schemas._base import Contract
+from schemas._base import Contract, PeriodId
 
 AnswerStatus = Literal["A", "W", "B", "S"]
 AnswerAction = Literal["in", "update", "cancel", "dmfa", "unknown"]
@@ -46,7 +46,7 @@ class DimonaAnswer(Contract):
     status: AnswerStatus
     employer: str | None = None
     ssin: str | None = None
-    period_id: int | str | None = Field(
+    period_id: PeriodId | None = Field(
         default=None, description="A number for every period declared since migration 0006."
     )
     anomalies: list[AnswerAnomaly] = Field(default_factory=list)

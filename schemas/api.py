@@ -30,7 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from schemas._base import Contract
+from schemas._base import Contract, PeriodId
 
 # ------------------------------------------------------------------------------ errors
 
@@ -77,7 +77,7 @@ CheckKind = Literal[
 class DeclarationOut(Contract):
     """One Dimona period as the student sees it, with how its hours were counted."""
 
-    period_id: str
+    period_id: PeriodId
     start: date
     end: date
     planned_hours: int
@@ -161,7 +161,7 @@ class Check(Contract):
     employer_display: str
     quarter: int
     hours: int = Field(description="The hours at issue.")
-    period_id: str | None = None
+    period_id: PeriodId | None = None
     message: str
 
 
@@ -190,7 +190,7 @@ class YearDetail(Contract):
 class CalendarPeriod(Contract):
     """A declaration in force: its date range and every day of it."""
 
-    period_id: str
+    period_id: PeriodId
     start: date
     end: date
     declared_hours: int = Field(

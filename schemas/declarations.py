@@ -26,6 +26,7 @@ from schemas._base import (
     WorkDate,
     WorkedHours,
     Worker,
+    planned_hours,
 )
 from schemas.identifiers import EnterpriseNumber, NssoNumber
 
@@ -103,6 +104,15 @@ def _end_date_given(end: date | None) -> date:
     return end
 
 
+def _updated_hours(value: Any) -> int | None:
+    return None if value is None else planned_hours(value)
+
+
+#: The hours of an update: absent or null keeps the period's hours (the update changes its
+#: end date only), as payroll packages that update dates alone send it.
+UpdatedHours = Annotated[int | None, BeforeValidator(_updated_hours)]
+
+
 class DimonaIn(Contract):
     starting_date: WorkDate = Field(
         validation_alias=_names("startDate", "startingDate", "starting_date")
@@ -114,8 +124,8 @@ class DimonaIn(Contract):
         validation_alias=_names("features", "dimonaFeatures", "dimona_features")
     )
     planned_hours_number: Hours = Field(
-        default=None,  # type: ignore[assignment]  # null and absent: no hours (refused)
-        description="Hours; a fraction rounds up (every started hour counts); above 0.",
+        description="Hours; a fraction rounds up (every started hour counts); null is no "
+        "hours, which is refused (ZERO_HOURS)."
     )
     using_employer: UsingEmployer | None = None
     student_place_of_work: dict[str, Any] | None = None
@@ -142,7 +152,9 @@ class DimonaUpdate(Contract):
     ending_date: WorkDate | None = Field(
         default=None, validation_alias=_names("endDate", "endingDate", "ending_date")
     )
-    planned_hours_number: Hours = Field(default=None)  # type: ignore[assignment]
+    planned_hours_number: UpdatedHours = Field(
+        default=None, description="The new planned hours; absent or null: unchanged."
+    )
 
     @model_validator(mode="after")
     def _ends(self) -> Self:

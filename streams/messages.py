@@ -166,14 +166,6 @@ def action_of(command: Command) -> AnswerAction:
     return "dmfa"
 
 
-def wire_period_id(period_id: str | None) -> int | str | None:
-    """Period ids go out as JSON numbers, as the Dimona interface's do (older ones, from
-    before numeric ids, stay strings)."""
-    if period_id is not None and period_id.isdigit() and period_id.isascii():
-        return int(period_id)
-    return period_id
-
-
 def answer_for(
     command: Command,
     ssin: str,
@@ -194,7 +186,7 @@ def answer_for(
         status=decision.status.value,
         employer=employer or command.employer,
         ssin=ssin,
-        period_id=wire_period_id(decision.period_id),
+        period_id=decision.period_id,
         anomalies=[
             AnswerAnomaly(code=a.code.value, text=a.text, hours=a.hours) for a in decision.anomalies
         ],

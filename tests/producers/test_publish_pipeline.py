@@ -155,7 +155,7 @@ async def test_good_lines_go_bad_lines_are_reported_answers_are_printed(
         11: ("A", "in", 30, 0, []),
     }
     assert answers[1]["eventId"] == "pub-300"
-    assert answers[1]["answer"]["periodId"] == declared_period_id(EMPLOYER_A, "pub-300")
+    assert answers[1]["answer"]["periodId"] == int(declared_period_id(EMPLOYER_A, "pub-300"))
     assert uuid.UUID(answers[6]["eventId"]).version == 4  # filled in by the publisher
     assert answers[11]["status"] == "A"
     (summary,) = (d for d in documents if d["type"] == "summary")
