@@ -27,9 +27,9 @@ from aiokafka import AIOKafkaConsumer
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from quota import StudentLedger, apply_batch, compute_balance
+from quota import AnomalyCode, StudentLedger, apply_batch, compute_balance
 from streams.messages import guess_employer
-from streams.processor import BatchProcessor, Intake
+from streams.processor import BatchProcessor, Intake, Rejection
 from streams.runtime import RawRecord
 from tests.support import (
     Outgoing,
@@ -213,14 +213,41 @@ def _interleave(
     return out
 
 
-def _parse_all(pipeline: Pipeline, stream: list[Outgoing]) -> list[tuple[Outgoing, Any]]:
-    """Each record as the worker's parser sees it (the pool is not used for parsing)."""
+#: A record whose key and content were applied before: no effect, no answer.
+REPLAY = "replay"
+
+
+def _classify(pipeline: Pipeline, records: list[RawRecord]) -> list[Intake | Rejection | str]:
+    """Each record as the worker decides it before the rules: the worker's own parser (it
+    needs no pool), then its idempotency check. ``records`` are in partition order."""
     parser = BatchProcessor(None, pipeline.settings())
-    out = []
-    for n, m in enumerate(stream):
-        logical = DIMONA if m.topic.endswith(DIMONA) else DMFA
-        out.append((m, parser.parse(RawRecord(logical, 0, n, m.timestamp_ms, m.key, m.value))))
+    seen: dict[str, bytes] = {}
+    out: list[Intake | Rejection | str] = []
+    for record in records:
+        item = parser.parse(record)
+        if isinstance(item, Intake):
+            key = item.command.event_id
+            if key not in seen:
+                seen[key] = item.digest
+            elif seen[key] == item.digest:
+                out.append(REPLAY)
+                continue
+            else:
+                item = Rejection(record, "reused id", AnomalyCode.DUPLICATE_EVENT_ID)
+        out.append(item)
     return out
+
+
+def _parse_all(pipeline: Pipeline, stream: list[Outgoing]) -> list[tuple[Outgoing, Any]]:
+    """Each record of a phase with what the worker makes of it, in publish order (each
+    student's records stay in that order on their partition)."""
+    records = [
+        RawRecord(
+            DIMONA if m.topic.endswith(DIMONA) else DMFA, 0, n, m.timestamp_ms, m.key, m.value
+        )
+        for n, m in enumerate(stream)
+    ]
+    return list(zip(stream, _classify(pipeline, records), strict=True))
 
 
 async def _read_back(pipeline: Pipeline, logical: str, count: int) -> list[RawRecord]:
@@ -287,7 +314,7 @@ async def test_fuzzed_bad_messages_cost_their_refusal_only(
                 count=answered,
                 wait=240,
             )
-        rejected = sum(1 for items in parsed for _m, item in items if not isinstance(item, Intake))
+        rejected = sum(1 for items in parsed for _m, item in items if isinstance(item, Rejection))
         letters = await collect(
             pipeline.kafka_bootstrap,
             pipeline.topic("declarations.rejected"),
@@ -309,11 +336,13 @@ async def test_fuzzed_bad_messages_cost_their_refusal_only(
     assert len(acks) == answered
     assert pending == 0
     # The dead letters are exactly the records the parser refuses, at their offsets.
-    parser = BatchProcessor(None, pipeline.settings())
     positions = set()
     for logical, phase in ((DIMONA, phases[0]), (DMFA, phases[1])):
-        for record in await _read_back(pipeline, logical, len(phase)):
-            if not isinstance(parser.parse(record), Intake):
+        stored = sorted(
+            await _read_back(pipeline, logical, len(phase)), key=lambda r: (r.partition, r.offset)
+        )
+        for record, item in zip(stored, _classify(pipeline, stored), strict=True):
+            if isinstance(item, Rejection):
                 positions.add((pipeline.topic(logical), record.partition, record.offset))
     lettered = {
         (m["value"]["topic"], m["value"]["partition"], m["value"]["offset"]): m["value"]["reason"]
