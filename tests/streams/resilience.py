@@ -53,6 +53,7 @@ DEADLINE_SECONDS = 300.0
 
 ON_TIME = brussels_millis(date(YEAR, 6, 1))
 UPDATED = brussels_millis(date(YEAR, 6, 15))
+DAY = 24 * 3600 * 1000
 WAGES_REPORTED = brussels_millis(date(YEAR, 10, 20))
 
 APPLIED = "SELECT count(*) FROM applied_events"
@@ -116,22 +117,23 @@ def declaration_stream(
 
     Mostly Dimona In (some late), with updates and cancels of periods declared earlier in
     the stream (their period ids are derived from the declaring event, as the worker
-    derives them), a few updates of unknown periods (refused), then one DmfA line per
-    student and employer. Hours are drawn so that many students exceed the quota, which
-    makes the result depend on the order of each student's records.
+    derives them), a few updates of unknown periods (refused), then a DmfA line for most
+    pairs of student and employer. Hours are drawn so that many students exceed the
+    quota, which makes the answers depend on the order of each student's records.
     """
     rng = random.Random(seed)
     students = _students(max(10, dimona_records // 20), rng)
     employers = [valid_enterprise_number(2_000_000 + 7 * i) for i in range(4)]
     topic = pipeline.topic(DIMONA)
     dimona_out: list[Outgoing] = []
-    periods: list[tuple[str, str, str, int]] = []  # ssin, employer, period id, month
+    # ssin, employer, period id, month, when the declaration was received
+    periods: list[tuple[str, str, str, int, int]] = []
     pairs: dict[tuple[str, str], None] = {}
     for i in range(dimona_records):
         event = f"d{i}"
         roll = rng.random()
         if roll < 0.12 and periods:
-            ssin, employer, period, month = rng.choice(periods)
+            ssin, employer, period, month, declared = rng.choice(periods)
             body = dimona_update(
                 event,
                 period,
@@ -140,11 +142,11 @@ def declaration_stream(
                 end=f"{YEAR}-{month:02d}-{rng.randint(10, 28):02d}",
                 hours=rng.randint(1, 60),
             )
-            dimona_out.append(Outgoing.json(topic, ssin, body, UPDATED))
+            dimona_out.append(Outgoing.json(topic, ssin, body, max(UPDATED, declared + DAY)))
         elif roll < 0.16 and periods:
-            ssin, employer, period, _month = periods.pop(rng.randrange(len(periods)))
+            ssin, employer, period, _month, declared = periods.pop(rng.randrange(len(periods)))
             body = dimona_cancel(event, period, ssin=ssin, employer=employer)
-            dimona_out.append(Outgoing.json(topic, ssin, body, UPDATED))
+            dimona_out.append(Outgoing.json(topic, ssin, body, max(UPDATED, declared + DAY)))
         elif roll < 0.17:
             ssin = rng.choice(students)
             body = dimona_update(event, f"no-such-period-{i}", ssin=ssin, employer=employers[0])
@@ -164,21 +166,24 @@ def declaration_stream(
             received = brussels_millis(date(YEAR, month, 3)) if late else ON_TIME
             declaration = DimonaDeclaration.model_validate(body)
             command = dimona_command(declaration, datetime.fromtimestamp(received / 1000, UTC))
-            periods.append((ssin, employer, period_id_for(command.event_id), month))
+            periods.append((ssin, employer, period_id_for(command.event_id), month, received))
             pairs[(ssin, employer)] = None
             dimona_out.append(Outgoing.json(topic, ssin, body, received))
     dmfa_out = []
     ordered = list(pairs)
     rng.shuffle(ordered)
-    for j, (ssin, employer) in enumerate(ordered):
+    # Some employers have not reported yet (their planned hours still count); the others
+    # report about what was planned, so that many students still exceed the quota.
+    reported = ordered[: len(ordered) * 17 // 20]
+    for j, (ssin, employer) in enumerate(reported):
         body = dmfa(
             f"w{j}",
             ssin=ssin,
             employer=employer,
             year=YEAR,
             quarter=3,
-            hours=rng.randint(0, 90),
-            wage_cents=rng.randint(10_000, 500_000),
+            hours=rng.randint(0, 260),
+            wage_cents=rng.randint(10_000, 900_000),
         )
         dmfa_out.append(Outgoing.json(pipeline.topic(DMFA), ssin, body, WAGES_REPORTED))
     return DeclarationStream(dimona_out, dmfa_out)
