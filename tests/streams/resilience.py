@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from quota import QuotaRules, period_id_for
 from schemas.declarations import DimonaDeclaration
@@ -305,13 +306,39 @@ async def wait_until(
             if value >= target:
                 return value
         if time.monotonic() > deadline:
-            state = await diagnose(fleet.pipeline.database_url)
+            state = await diagnose(fleet.pipeline)
             raise AssertionError(f"stalled waiting for {what}: {last} of {target}\n{state}")
         await asyncio.sleep(0.05)
 
 
-async def diagnose(database_url: str) -> str:
-    """What the database shows of a stall: progress counts and every other session."""
+async def diagnose(pipeline: Pipeline) -> str:
+    """What a stall looks like: the ledger group's committed offsets against the end of
+    each input partition (all committed but records missing is a drop, not a stall),
+    progress counts, every other database session and the relay's lock."""
+    return f"{await _group_offsets(pipeline)}\n{await _database_state(pipeline.database_url)}"
+
+
+async def _group_offsets(pipeline: Pipeline) -> str:
+    group = f"{pipeline.env()['STUDENTWORK_APP_ID']}.ledger"
+    admin = AIOKafkaAdminClient(bootstrap_servers=pipeline.kafka_bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=pipeline.kafka_bootstrap, group_id=None)
+    try:
+        await admin.start()
+        await consumer.start()
+        committed = await admin.list_consumer_group_offsets(group)
+        ends = await consumer.end_offsets(list(committed))
+    except Exception as error:
+        return f"(offsets of {group} not available: {error!r})"
+    finally:
+        await consumer.stop()
+        await admin.close()
+    return "\n".join(
+        f"{tp.topic}[{tp.partition}]: committed {committed[tp].offset} of {ends[tp]}"
+        for tp in sorted(committed)
+    )
+
+
+async def _database_state(database_url: str) -> str:
     try:
         conn = await asyncpg.connect(database_url, timeout=10)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:

@@ -46,8 +46,9 @@ DATABASE_OUTAGE_SECONDS = 3.0
 
 @pytest.fixture
 def kafka() -> Iterator[LocalKafka]:
-    """A broker of this test's own, which it may crash and restart."""
-    broker = LocalKafka()
+    """A broker of this test's own, which it may crash and restart (a restart waits for
+    the controller to fence the dead incarnation, about ten seconds, more when loaded)."""
+    broker = LocalKafka(startup_timeout=300)
     try:
         broker.start()
     except MissingTool as missing:
