@@ -75,6 +75,10 @@ class LocalKafka:
     bootstrap address; `stop()` shuts the JVM down and deletes all its data.
     `with LocalKafka() as bootstrap:` does both. `search_path` (os.pathsep-separated)
     replaces PATH when looking for `java` and `mvn`.
+
+    For fault tests, `crash()` kills the JVM (SIGKILL, no clean shutdown) and keeps its
+    data, `resume()` starts it again on the same ports and log directory, and
+    `restart()` does both: clients see the same broker go away and come back.
     """
 
     def __init__(
@@ -95,6 +99,8 @@ class LocalKafka:
         self._log = log
         self._proc: subprocess.Popen[bytes] | None = None
         self._workdir: Path | None = None
+        self._command: list[str] = []
+        self._broker_port = 0
 
     @property
     def libs_dir(self) -> Path:
@@ -109,6 +115,43 @@ class LocalKafka:
         except BaseException:
             self.stop()
             raise
+
+    @property
+    def bootstrap(self) -> str:
+        """The bootstrap address of the started broker (the same across `restart()`)."""
+        if not self._broker_port:
+            raise RuntimeError("the broker was never started")
+        return f"127.0.0.1:{self._broker_port}"
+
+    def crash(self) -> None:
+        """Kill the broker with SIGKILL, as a power cut would, keeping its data.
+
+        No controlled shutdown: partitions are not moved, logs are not flushed, group
+        members are not told; `resume()` then runs Kafka's recovery of unclean logs.
+        Does nothing if the broker is not running.
+        """
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def resume(self) -> str:
+        """Start the crashed (or stopped) broker again on the same ports and data.
+
+        Blocks until it answers clients, like `start()`, and returns the same bootstrap
+        address. Only after `start()`, and before `stop()` deleted the data.
+        """
+        if self._workdir is None or not self._command:
+            raise RuntimeError("resume() needs a broker started with start() and not stopped")
+        if self._proc is not None and self._proc.poll() is None:
+            return self.bootstrap
+        self._spawn(self._workdir)
+        return self.bootstrap
+
+    def restart(self) -> str:
+        """`crash()` then `resume()`: the broker dies without warning and comes back."""
+        self.crash()
+        return self.resume()
 
     def stop(self) -> None:
         """Stop the broker (SIGTERM, then SIGKILL) and delete its data; safe to repeat."""
@@ -235,17 +278,25 @@ class LocalKafka:
                 f"Formatting Kafka storage failed:\n{formatted.stdout}{formatted.stderr}"
             )
 
-        console = workdir / "console.log"
-        with console.open("wb") as out:
+        self._command = [*jvm, "kafka.Kafka", str(config)]
+        self._broker_port = broker_port
+        self._spawn(workdir)
+        return bootstrap
+
+    def _spawn(self, workdir: Path) -> None:
+        """Run the broker JVM on the prepared configuration and wait until it answers.
+
+        The console log is appended to, so after a `resume()` it tells the whole story.
+        """
+        with (workdir / "console.log").open("ab") as out:
             self._proc = subprocess.Popen(
-                [*jvm, "kafka.Kafka", str(config)],
+                self._command,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=workdir,
             )
-        self._wait_until_ready(self._proc, broker_port, workdir)
-        return bootstrap
+        self._wait_until_ready(self._proc, self._broker_port, workdir)
 
     def _wait_until_ready(self, proc: subprocess.Popen[bytes], port: int, workdir: Path) -> None:
         deadline = time.monotonic() + self.startup_timeout

@@ -28,6 +28,11 @@ _SETTINGS = {
     "synchronous_commit": "off",
     "full_page_writes": "off",
 }
+# What `crash_safe=True` changes: a commit returns only once its WAL is written (to the
+# OS, which survives a crash of the server; fsync stays off), so `crash()` loses no
+# committed transaction. With asynchronous commit, an immediate stop drops the last
+# few hundred milliseconds of commits that clients were told had succeeded.
+_CRASH_SAFE_SETTINGS = {"synchronous_commit": "on"}
 
 
 def find_bindir(search_path: str | None = None) -> Path:
@@ -62,14 +67,29 @@ class LocalPostgres:
     server down and deletes its data; `with LocalPostgres() as dsn:` does both. PostgreSQL
     refuses to run as root, so under root the cluster is owned and run by the `postgres`
     OS user.
+
+    For fault tests, `crash()` stops the server the way a crash would (`pg_ctl stop -m
+    immediate`: no checkpoint, every connection cut) and keeps its data, `resume()`
+    starts it again on the same port and data directory (running crash recovery), and
+    `restart()` does both. Pass `crash_safe=True` for that: commits then wait for their
+    WAL to be written, so a crash loses no transaction a client saw committed (as on a
+    real server), at some cost in speed.
     """
 
-    def __init__(self, *, search_path: str | None = None, startup_timeout: int = 60) -> None:
+    def __init__(
+        self,
+        *,
+        search_path: str | None = None,
+        startup_timeout: int = 60,
+        crash_safe: bool = False,
+    ) -> None:
         self.search_path = search_path
         self.startup_timeout = startup_timeout
+        self.crash_safe = crash_safe
         self._bindir: Path | None = None
         self._workdir: Path | None = None
         self._run_as: list[str] = []
+        self._dsn: str | None = None
 
     def start(self) -> str:
         """Create and start the cluster; return its DSN once it accepts connections."""
@@ -81,6 +101,48 @@ class LocalPostgres:
             self.stop()
             raise
 
+    @property
+    def dsn(self) -> str:
+        """The DSN of the started server (the same across `restart()`)."""
+        if self._dsn is None:
+            raise RuntimeError("the server was never started")
+        return self._dsn
+
+    def crash(self) -> None:
+        """Stop the server without a shutdown checkpoint, keeping its data.
+
+        `pg_ctl stop -m immediate` makes every backend exit at once: clients lose their
+        connections mid-transaction, and the next start runs crash recovery from the WAL.
+        Does nothing if the server is not running.
+        """
+        data = self._data_dir()
+        if self._running(data):
+            self._run("pg_ctl", "stop", "-D", str(data), "-m", "immediate", "-w")
+
+    def resume(self) -> str:
+        """Start the crashed (or stopped) server again on the same port and data.
+
+        Returns the same DSN as `start()` once it accepts connections (after recovery).
+        """
+        data = self._data_dir()
+        if not self._running(data):
+            self._start_server(data)
+        return self.dsn
+
+    def restart(self) -> str:
+        """`crash()` then `resume()`: the server dies without warning and comes back."""
+        self.crash()
+        return self.resume()
+
+    def _running(self, data: Path) -> bool:
+        """Whether a server runs on `data` (`pg_ctl status`, which ignores a stale pid file)."""
+        return self._run("pg_ctl", "status", "-D", str(data), check=False).returncode == 0
+
+    def _data_dir(self) -> Path:
+        if self._workdir is None or self._bindir is None:
+            raise RuntimeError("needs a server started with start() and not stopped")
+        return self._workdir / "data"
+
     def stop(self) -> None:
         """Stop the server (fast shutdown) and delete its data; safe to repeat."""
         workdir = self._workdir
@@ -90,6 +152,7 @@ class LocalPostgres:
         if self._bindir is not None and (data / "postmaster.pid").exists():
             self._run("pg_ctl", "stop", "-D", str(data), "-m", "fast", "-w", check=False)
         self._workdir = None
+        self._dsn = None
         shutil.rmtree(workdir, ignore_errors=True)
 
     def __enter__(self) -> str:
@@ -116,6 +179,7 @@ class LocalPostgres:
         )  # fmt: skip
         settings = {
             **_SETTINGS,
+            **(_CRASH_SAFE_SETTINGS if self.crash_safe else {}),
             "listen_addresses": "'127.0.0.1'",
             "port": str(port),
             "unix_socket_directories": f"'{workdir}'",
@@ -126,13 +190,19 @@ class LocalPostgres:
         if self._run_as:
             shutil.chown(data / "postgresql.conf", user="postgres", group="postgres")
 
+        self._start_server(data)
+        self._dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        return self._dsn
+
+    def _start_server(self, data: Path) -> None:
+        """`pg_ctl start` on an initialised data directory; waits until it is ready."""
+        assert self._workdir is not None
         self._run(
-            "pg_ctl", "start", "-D", str(data), "-l", str(workdir / "server.log"),
+            "pg_ctl", "start", "-D", str(data), "-l", str(self._workdir / "server.log"),
             "-w", "-t", str(self.startup_timeout),
         )  # fmt: skip
-        return f"postgresql://postgres@127.0.0.1:{port}/postgres"
 
-    def _run(self, tool: str, *args: str, check: bool = True) -> None:
+    def _run(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         assert self._bindir is not None and self._workdir is not None
         result = subprocess.run(
             [*self._run_as, str(self._bindir / tool), *args],
@@ -148,6 +218,7 @@ class LocalPostgres:
             raise RuntimeError(
                 f"{tool} {' '.join(args)} failed:\n{result.stdout}{result.stderr}{server_log}"
             )
+        return result
 
 
 def _run_as_prefix() -> list[str]:

@@ -1,4 +1,5 @@
-"""Helpers for integration tests: a worker subprocess, publishing, collecting outputs."""
+"""Helpers for integration tests: a worker subprocess, publishing, collecting outputs, and
+what an uninterrupted run must end with (computed by the pure domain core)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from quota import QuotaRules, StudentLedger, apply_batch, compute_balance
+from quota.batch import BatchResult
 from quota.calendar import BRUSSELS
+from schemas.declarations import DimonaDeclaration, DmfaDeclaration
 from schemas.settings import Settings
+from schemas.topics import DIMONA
+from streams.messages import dimona_command, dmfa_command
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -362,3 +368,115 @@ async def accept_any_timestamp(
                 await asyncio.sleep(0.1)
     finally:
         await admin.close()
+
+
+async def read_topic(bootstrap: str, topic: str, *, wait: float = 120.0) -> list[dict[str, Any]]:
+    """Every message of ``topic`` up to its end offsets as they are when this is called.
+
+    Unlike :func:`collect`, it needs no expected count and no settling time: once the
+    producers are known to be done (say, the outbox has no unsent row), reading to the
+    end offsets sees every message, duplicates included. ``wait`` only bounds a broker
+    that does not answer.
+    """
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    out: list[dict[str, Any]] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        # Without a group, the consumer takes every partition once it has the metadata.
+        while not consumer.assignment():
+            if loop.time() >= deadline:
+                raise TimeoutError(f"{topic}: no partitions in the cluster metadata")
+            await asyncio.sleep(0.1)
+        tps = sorted(consumer.assignment())
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            if loop.time() >= deadline:
+                raise TimeoutError(f"{topic}: read {len(out)} messages, end offsets {ends}")
+            batch = await consumer.getmany(*tps, timeout_ms=500)
+            for records in batch.values():
+                out.extend(
+                    {
+                        "key": r.key.decode() if r.key else None,
+                        "value": json.loads(r.value) if r.value else None,
+                        "partition": r.partition,
+                        "offset": r.offset,
+                    }
+                    for r in records
+                )
+        return out
+    finally:
+        await consumer.stop()
+
+
+def _uninterrupted_run(
+    messages: Iterable[Outgoing], rules: QuotaRules
+) -> tuple[dict[str, StudentLedger], BatchResult, dict[str, str]]:
+    """Apply ``messages`` in order, in one batch, with the pure domain core.
+
+    Returns the ledgers, the batch result and, for every command's idempotency key, the
+    sender's event id (what answers name in ``inReplyTo``).
+    """
+    ledgers: dict[str, StudentLedger] = {}
+    commands = []
+    reply_to: dict[str, str] = {}
+    for m in messages:
+        received = datetime.fromtimestamp((m.timestamp_ms or 0) / 1000, UTC)
+        if m.topic.endswith(DIMONA):
+            d = DimonaDeclaration.model_validate_json(m.value)
+            command = dimona_command(d, received)
+            commands.append((d.worker.ssin, command))
+            reply_to[command.event_id] = d.event_id
+        else:
+            w = DmfaDeclaration.model_validate_json(m.value)
+            wages = dmfa_command(w, received)
+            commands.append((w.worker.ssin, wages))
+            reply_to[wages.event_id] = w.event_id
+    result = apply_batch(ledgers, commands, set(), rules)
+    return ledgers, result, reply_to
+
+
+def expected_balances(
+    messages: list[Outgoing], rules: QuotaRules
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """What an uninterrupted run must end with, computed by the pure domain core.
+
+    Maps (ssin, year) to (used, remaining). The order of ``messages`` is the order in
+    which one student's records are applied: keep it to what the topics guarantee
+    (one key, one topic, or topics fed in separate phases).
+    """
+    ledgers, _result, _reply_to = _uninterrupted_run(messages, rules)
+    return {
+        (ssin, year): (bal.used, bal.remaining)
+        for ssin, ledger in ledgers.items()
+        for year in ledger.years()
+        for bal in [compute_balance(ledger, year, rules)]
+    }
+
+
+def expected_answers(
+    messages: list[Outgoing], rules: QuotaRules
+) -> dict[str, tuple[str, int, int]]:
+    """The answer an uninterrupted run gives to each message, by the pure domain core.
+
+    Maps the sender's event id (``inReplyTo``) to (status, reducedHours, ordinaryHours),
+    the fields of an answer that the ledger decides; ordering rules as for
+    :func:`expected_balances`.
+    """
+    _ledgers, result, reply_to = _uninterrupted_run(messages, rules)
+    return {
+        reply_to[o.command.event_id]: (
+            o.decision.status.value,
+            o.decision.reduced_hours,
+            o.decision.ordinary_hours,
+        )
+        for o in result.outcomes
+    }

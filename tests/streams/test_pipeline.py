@@ -9,16 +9,13 @@ import asyncio
 import json
 import random
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
-from quota import QuotaRules, StudentLedger, apply_batch, compute_balance
-from schemas.declarations import DimonaDeclaration, DmfaDeclaration
-from streams.messages import dimona_command, dmfa_command
 from tests.support import (
     EMPLOYER_A,
     EMPLOYER_B,
@@ -32,6 +29,7 @@ from tests.support import (
     dimona_in,
     dimona_update,
     dmfa,
+    expected_balances,
     latest_by_key,
     publish,
     valid_enterprise_number,
@@ -264,29 +262,6 @@ async def test_garbage_and_invalid_become_refusals_and_dead_letters(
     for letter in letters:
         assert letter["value"]["topic"] == t
         assert letter["value"]["reason"]
-
-
-def expected_balances(
-    messages: list[Outgoing], rules: QuotaRules
-) -> dict[tuple[str, int], tuple[int, int]]:
-    """What an uninterrupted run must end with, computed by the pure domain core."""
-    ledgers: dict[str, StudentLedger] = {}
-    commands = []
-    for m in messages:
-        received = datetime.fromtimestamp((m.timestamp_ms or 0) / 1000, UTC)
-        if m.topic.endswith(DIMONA):
-            d = DimonaDeclaration.model_validate_json(m.value)
-            commands.append((d.worker.ssin, dimona_command(d, received)))
-        else:
-            w = DmfaDeclaration.model_validate_json(m.value)
-            commands.append((w.worker.ssin, dmfa_command(w, received)))
-    apply_batch(ledgers, commands, set(), rules)
-    return {
-        (ssin, year): (bal.used, bal.remaining)
-        for ssin, ledger in ledgers.items()
-        for year in ledger.years()
-        for bal in [compute_balance(ledger, year, rules)]
-    }
 
 
 async def test_sigkill_mid_stream_ends_with_the_uninterrupted_balances(
