@@ -208,7 +208,12 @@ class WorkerState:
 
     async def _connect(self) -> asyncpg.Pool:
         pool: asyncpg.Pool = await asyncpg.create_pool(
-            self.settings.database_url, min_size=1, max_size=self.settings.database_pool_size
+            self.settings.database_url,
+            min_size=1,
+            max_size=self.settings.database_pool_size,
+            # Offsets are committed once a transaction reports its commit: that report
+            # must mean durable, whatever the server's default.
+            server_settings={"synchronous_commit": "on"},
         )
         return pool
 

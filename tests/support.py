@@ -405,7 +405,7 @@ async def read_topic(bootstrap: str, topic: str, *, wait: float = 120.0) -> list
             for records in batch.values():
                 out.extend(
                     {
-                        "key": r.key.decode() if r.key else None,
+                        "key": r.key.decode(errors="replace") if r.key else None,
                         "value": json.loads(r.value) if r.value else None,
                         "partition": r.partition,
                         "offset": r.offset,

@@ -13,6 +13,7 @@ part of the valid stream.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -37,10 +38,10 @@ from tests.support import (
     WorkerProcess,
     accept_any_timestamp,
     brussels_millis,
-    collect,
     dimona_in,
     dmfa,
     publish,
+    read_topic,
     valid_enterprise_number,
     valid_ssin,
 )
@@ -250,6 +251,21 @@ def _parse_all(pipeline: Pipeline, stream: list[Outgoing]) -> list[tuple[Outgoin
     return list(zip(stream, _classify(pipeline, records), strict=True))
 
 
+async def _wait_for(
+    conn: asyncpg.Connection, query: str, target: int, op: str = ">=", within: float = 300
+) -> None:
+    """Poll ``query`` until it reaches ``target`` (the worker is still consuming)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        value = int(await conn.fetchval(query))
+        if (value >= target) if op == ">=" else (value <= target):
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"{query}: {value}, waited for {op} {target}")
+        await asyncio.sleep(0.1)
+
+
 async def _read_back(pipeline: Pipeline, logical: str, count: int) -> list[RawRecord]:
     """The first ``count`` records of an input topic, as the broker stored them."""
     consumer = AIOKafkaConsumer(
@@ -297,44 +313,37 @@ async def test_fuzzed_bad_messages_cost_their_refusal_only(
     ]
     parsed = [_parse_all(pipeline, phase) for phase in phases]
     # The oversized records stand for what a producer with a large max.request.size sends.
+    items = [item for phase in parsed for _m, item in phase]
+    # Every record the worker decides (not a replay) leaves one applied id.
+    decided = sum(1 for item in items if item != REPLAY)
+    answerable = sum(
+        1
+        for phase in parsed
+        for m, item in phase
+        if isinstance(item, Intake) or (isinstance(item, Rejection) and guess_employer(m.value))
+    )
+    rejected = sum(1 for item in items if isinstance(item, Rejection))
     with WorkerProcess(pipeline, tmp_path / "worker.log"):
         await accept_any_timestamp(pipeline, (DIMONA, DMFA))
-        answered = 0
-        for phase, items in zip(phases, parsed, strict=True):
-            await publish(pipeline.kafka_bootstrap, phase)
-            answerable = sum(
-                1
-                for m, item in items
-                if isinstance(item, Intake) or guess_employer(m.value) is not None
-            )
-            answered += answerable
-            acks = await collect(
-                pipeline.kafka_bootstrap,
-                pipeline.topic("dimona.acks"),
-                count=answered,
-                wait=240,
-            )
-        rejected = sum(1 for items in parsed for _m, item in items if isinstance(item, Rejection))
-        letters = await collect(
-            pipeline.kafka_bootstrap,
-            pipeline.topic("declarations.rejected"),
-            count=rejected,
-            wait=120,
-            settle=2.0,
-        )
-        acks = await collect(
-            pipeline.kafka_bootstrap, pipeline.topic("dimona.acks"), count=answered, settle=2.0
-        )
         conn = await asyncpg.connect(pipeline.database_url)
         try:
+            done = 0
+            for phase, decided_here in zip(
+                phases, [sum(1 for _m, i in p if i != REPLAY) for p in parsed], strict=True
+            ):
+                await publish(pipeline.kafka_bootstrap, phase)
+                done += decided_here
+                await _wait_for(conn, "SELECT count(*) FROM applied_events", done)
+            await _wait_for(conn, "SELECT count(*) FROM outbox WHERE sent_at IS NULL", 0, "<=")
+            assert await conn.fetchval("SELECT count(*) FROM applied_events") == decided
             rows = await conn.fetch("SELECT ssin, year, used, remaining FROM balances")
-            pending = await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
         finally:
             await conn.close()
+        acks = await read_topic(pipeline.kafka_bootstrap, pipeline.topic("dimona.acks"))
+        letters = await read_topic(
+            pipeline.kafka_bootstrap, pipeline.topic("declarations.rejected")
+        )
 
-    # Exactly one answer per answerable record, one dead letter per bad record.
-    assert len(acks) == answered
-    assert pending == 0
     # The dead letters are exactly the records the parser refuses, at their offsets.
     positions = set()
     for logical, phase in ((DIMONA, phases[0]), (DMFA, phases[1])):
@@ -375,6 +384,9 @@ async def test_fuzzed_bad_messages_cost_their_refusal_only(
         for bal in [compute_balance(ledger, year, rules)]
     }
     assert {(r["ssin"], r["year"]): (r["used"], r["remaining"]) for r in rows} == expected_balances
+    # Exactly one answer per answerable record (the relay may repeat one after a restart,
+    # which it did not here: one worker, no faults).
+    assert len(acks) == answerable
     print(
         f"fuzz: {sum(len(p) for p in phases)} records, {rejected} bad "
         f"({len(intakes)} valid), {len(acks)} answers, {len(letters)} dead letters"
