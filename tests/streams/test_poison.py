@@ -11,7 +11,7 @@ import base64
 import json
 import random
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,7 @@ import asyncpg
 import pytest
 
 from db.migrate import migrate
-from quota import QuotaRules, StudentLedger, apply_batch, compute_balance
-from schemas.declarations import DimonaDeclaration, DmfaDeclaration
 from streams.admin import ensure_topics
-from streams.messages import dimona_command, dmfa_command
 from tests.support import (
     EMPLOYER_A,
     EMPLOYER_B,
@@ -35,6 +32,8 @@ from tests.support import (
     collect,
     dimona_in,
     dmfa,
+    expected_answers,
+    expected_balances,
     publish,
     valid_enterprise_number,
     valid_ssin,
@@ -233,43 +232,6 @@ CREATE TRIGGER refuse_poison BEFORE INSERT ON periods
 """
 
 
-def expected_outcome(
-    messages: list[Outgoing], rules: QuotaRules
-) -> tuple[dict[str, tuple[str, int, int]], dict[tuple[str, int], tuple[int, int]]]:
-    """Answers (status, reduced, ordinary) and balances by the pure domain core."""
-    ledgers: dict[str, StudentLedger] = {}
-    commands = []
-    replies: dict[str, str] = {}
-    for m in messages:
-        received = datetime.fromtimestamp((m.timestamp_ms or 0) / 1000, UTC)
-        if m.topic.endswith(DIMONA):
-            d = DimonaDeclaration.model_validate_json(m.value)
-            command = dimona_command(d, received)
-            commands.append((d.worker.ssin, command))
-            replies[command.event_id] = d.event_id
-        else:
-            w = DmfaDeclaration.model_validate_json(m.value)
-            command = dmfa_command(w, received)
-            commands.append((w.worker.ssin, command))
-            replies[command.event_id] = w.event_id
-    result = apply_batch(ledgers, commands, set(), rules)
-    answers = {
-        replies[o.command.event_id]: (
-            o.decision.status.value,
-            o.decision.reduced_hours,
-            o.decision.ordinary_hours,
-        )
-        for o in result.outcomes
-    }
-    balances = {
-        (ssin, year): (bal.used, bal.remaining)
-        for ssin, ledger in ledgers.items()
-        for year in ledger.years()
-        for bal in [compute_balance(ledger, year, rules)]
-    }
-    return answers, balances
-
-
 async def test_a_poison_batch_applies_everything_else(pipeline: Pipeline, tmp_path: Path) -> None:
     rng = random.Random(11)
     employers = [valid_enterprise_number(2_000_000 + i) for i in range(4)]
@@ -328,7 +290,8 @@ async def test_a_poison_batch_applies_everything_else(pipeline: Pipeline, tmp_pa
         finally:
             await conn.close()
 
-    answers, balances = expected_outcome(valid, pipeline.settings().quota_rules)
+    rules = pipeline.settings().quota_rules
+    answers, balances = expected_answers(valid, rules), expected_balances(valid, rules)
     got = by_reply(acks)
     applied = {r: a for r, a in got.items() if r in answers}
     assert {
