@@ -35,7 +35,7 @@ from quota.ledger import (
     fit_tranches,
     shrink_tranches,
 )
-from quota.rules import QuotaRules
+from quota.rules import Neutralisation, QuotaRules
 
 
 class TermSource(StrEnum):
@@ -210,8 +210,10 @@ def _slots(
     by_employer: dict[str, list[Period]],
     rules: QuotaRules,
     deducted: dict[tuple[str, int], int],
+    sectors: bool,
 ) -> list[_Slot]:
-    """Every place of the year's queue, in acceptance order."""
+    """Every place of the year's queue, in acceptance order (with the joint commission of
+    the DmfA places only where a sector rule of the year needs it: ``sectors``)."""
     slots: list[_Slot] = []
     for group in groups:
         key = (group.employer, group.quarter)
@@ -222,6 +224,9 @@ def _slots(
                     slots.extend((t.seq, t.hours, key, p.period_id, jc) for t in p.tranches)
             continue
         places, deducted[key] = dmfa_places(group.report, group.periods, rules)
+        if not sectors:
+            slots.extend((t.seq, t.hours, key, None, None) for t in places)
+            continue
         # Hours in a declared place keep that declaration's sector.
         own = {t.seq: p.joint_commission for p in group.periods for t in p.tranches}
         for t in places:
@@ -234,14 +239,12 @@ def _slots(
     return slots
 
 
-def _neutralised(year: int, slots: Sequence[_Slot], rules: QuotaRules) -> list[int]:
+def _neutralised(year: int, slots: Sequence[_Slot], rules: Iterable[Neutralisation]) -> list[int]:
     """Neutralised hours of each slot: each rule walks the queue in acceptance order, so
     "the first 45 hours" are the first accepted across employers, and a sector rule
     judges each declaration on its own joint commission."""
     taken = [0] * len(slots)
-    for rule in rules.neutralisations:
-        if rule.year != year:
-            continue
+    for rule in rules:
         left = rule.max_hours
         for index, (_seq, hours, key, _pid, jc) in enumerate(slots):
             if left == 0:
@@ -283,8 +286,10 @@ def _allocate(ledger: StudentLedger, year: int, rules: QuotaRules) -> _Allocatio
     # One queue for the whole year: every tranche of the planned terms and every place
     # of the DmfA terms at its own rank.
     deducted: dict[tuple[str, int], int] = {}
-    slots = _slots(ordered, by_employer, rules, deducted)
-    neutralised = _neutralised(year, slots, rules) if rules.neutralisations else None
+    year_rules = [rule for rule in rules.neutralisations if rule.year == year]
+    sectors = any(rule.joint_commissions is not None for rule in year_rules)
+    slots = _slots(ordered, by_employer, rules, deducted, sectors)
+    neutralised = _neutralised(year, slots, year_rules) if year_rules else None
 
     room = quota
     hours_by: dict[tuple[str, int], int] = defaultdict(int)

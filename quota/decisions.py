@@ -20,7 +20,7 @@ from quota.balance import (
     dmfa_places,
 )
 from quota.calendar import same_quarter
-from quota.employment import spell_of
+from quota.employment import add_months, spell_of
 from quota.ledger import (
     STUDENT_WORKER_TYPE,
     Anomaly,
@@ -159,7 +159,12 @@ def _with_spell_warning(
     months = rules.student_months_in_a_row
     if months is None:
         return decision
-    spell = spell_of(ledger.periods.values(), period)
+    mine = [p for p in ledger.periods.values() if p.employer == period.employer and p.in_force]
+    # Most employers' periods span less than the limit altogether: no spell to look for.
+    first, last = min(p.start for p in mine), max(p.end for p in mine)
+    if last < add_months(first, months):
+        return decision
+    spell = spell_of(mine, period)
     if spell is None or not spell.exceeds(months):
         return decision
     text = (

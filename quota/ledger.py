@@ -107,6 +107,8 @@ def shrink_tranches(tranches: tuple[Tranche, ...], hours: int) -> tuple[Tranche,
 
     Fewer hours free the places reserved last: what was accepted earlier keeps its rank.
     """
+    if hours <= 0:
+        return tranches
     kept: list[Tranche] = []
     for tranche in reversed(tranches):
         take = min(hours, tranche.hours)
