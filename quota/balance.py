@@ -177,8 +177,9 @@ def _commission_of_record(
 
     The group's earliest declaration accepted before those hours queued (rank ``seq``),
     else the employer's earliest declaration of the year; cancelled ones included (a
-    cancellation does not change the employer's sector). Both choices are fixed once
-    made, so a later declaration never changes how hours already queued are counted.
+    cancellation does not change the employer's sector). Once a commission is known it
+    stays: a later declaration can only tell one where none was known, never replace it,
+    so hours already queued are not counted differently afterwards.
     """
     for period in sorted(group, key=lambda p: p.accepted_seq):
         if period.accepted_seq < seq and period.joint_commission:
