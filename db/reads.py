@@ -112,6 +112,13 @@ async def student_ledger(conn: asyncpg.Connection, ssin: str, year: int) -> Stud
     return ledger
 
 
+async def student_periods(conn: asyncpg.Connection, ssin: str) -> list[Period]:
+    """Every declared period of a student, all years: employment in a row with one
+    employer (the 12-month warning) runs across years."""
+    rows = await conn.fetch("SELECT * FROM periods WHERE ssin = $1", ssin)
+    return [period_from_row(r) for r in rows]
+
+
 def period_from_row(r: asyncpg.Record) -> Period:
     """A ``periods`` row as the domain core's :class:`Period`."""
     return Period(
@@ -134,7 +141,14 @@ def period_from_row(r: asyncpg.Record) -> Period:
 
 
 def wage_report_from_row(r: asyncpg.Record) -> WageReport:
-    """A ``wage_reports`` row as the domain core's :class:`WageReport`."""
+    """A ``wage_reports`` row as the domain core's :class:`WageReport` (rows stored
+    before migration 0006 have no places: None, derived by the domain core)."""
+    seqs, hours = r["tranche_seqs"], r["tranche_hours"]
+    tranches = (
+        None
+        if seqs is None
+        else tuple(Tranche(int(s), int(h)) for s, h in zip(seqs, hours, strict=True))
+    )
     return WageReport(
         employer=r["employer"],
         year=int(r["year"]),
@@ -144,4 +158,5 @@ def wage_report_from_row(r: asyncpg.Record) -> WageReport:
         received_at=r["received_at"],
         event_id=r["event_id"],
         seq=int(r["seq"]),
+        tranches=tranches,
     )

@@ -147,11 +147,12 @@ async def save_ledgers(conn: asyncpg.Connection, ledgers: Iterable[StudentLedger
         await conn.executemany(
             """
             INSERT INTO wage_reports (ssin, employer, year, quarter, hours_worked,
-                gross_wage_cents, received_at, event_id, seq)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                gross_wage_cents, received_at, event_id, seq, tranche_seqs, tranche_hours)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
             ON CONFLICT (ssin, employer, year, quarter) DO UPDATE SET
                 hours_worked = EXCLUDED.hours_worked, gross_wage_cents = EXCLUDED.gross_wage_cents,
-                received_at = EXCLUDED.received_at, event_id = EXCLUDED.event_id
+                received_at = EXCLUDED.received_at, event_id = EXCLUDED.event_id,
+                tranche_seqs = EXCLUDED.tranche_seqs, tranche_hours = EXCLUDED.tranche_hours
             """,
             [
                 (
@@ -164,6 +165,8 @@ async def save_ledgers(conn: asyncpg.Connection, ledgers: Iterable[StudentLedger
                     r.received_at,
                     r.event_id,
                     r.seq,
+                    None if r.tranches is None else [t.seq for t in r.tranches],
+                    None if r.tranches is None else [t.hours for t in r.tranches],
                 )
                 for ssin, r in reports
             ],
@@ -224,6 +227,15 @@ async def quota_overrides(conn: asyncpg.Connection, *, exclusive: bool = False) 
     await conn.execute(f"SELECT 1 FROM quota_lock FOR {mode}")
     rows = await conn.fetch("SELECT year, hours FROM quota_years")
     return {r["year"]: r["hours"] for r in rows}
+
+
+async def stored_quotas(conn: asyncpg.Connection) -> dict[int, set[int]]:
+    """Per year, the quotas the stored balances were computed with."""
+    rows = await conn.fetch("SELECT year, quota FROM balances GROUP BY year, quota")
+    found: dict[int, set[int]] = {}
+    for r in rows:
+        found.setdefault(int(r["year"]), set()).add(int(r["quota"]))
+    return found
 
 
 async def set_quota(conn: asyncpg.Connection, year: int, hours: int, event_id: str) -> None:

@@ -40,6 +40,7 @@ def worker() -> None:
     from producers.relay import OutboxRelay
     from streams.admin import TopicConfigError, prepare
     from streams.app import create_app, run_worker
+    from streams.processor import reconcile_configured_quota
 
     setup_logging(settings)
     try:
@@ -48,6 +49,8 @@ def worker() -> None:
         # A refusal to start, not a crash: the message is all the operator needs.
         typer.echo(f"worker not started: {error}", err=True)
         raise typer.Exit(2) from None
+    # A quota changed in the configuration only must reach the stored balances too.
+    asyncio.run(reconcile_configured_quota(settings))
     # asyncio.run leaves no current loop behind; faust wants one.
     asyncio.set_event_loop(asyncio.new_event_loop())
     services = []

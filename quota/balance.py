@@ -3,14 +3,18 @@
 The method (DOMAIN.md section 3), per student and calendar year::
 
     used = sum over (employer, quarter) of
-             DmfA hours            if the DmfA of that employer and quarter arrived,
+             DmfA hours minus the planned hours of the late declarations (not below 0)
+                                   if the DmfA of that employer and quarter arrived,
              planned hours         of the on-time declarations still in force otherwise
            minus neutralised hours
     remaining = max(0, quota - used)
 
 Reduced-rate hours then go to the hours in order of acceptance, over one queue for the
-year: every tranche of planned hours at its own rank (hours added by an update queue at
-the back), every DmfA term at the rank of its group's earliest reservation.
+year in which no later message moves what was accepted before it: every tranche of
+planned hours at its own rank (hours added by an update queue at the back); the hours a
+DmfA confirms keep the places of the declarations they replace, the hours it reports
+beyond them queue at the DmfA's own rank, fewer hours free the most recent places.
+Neutralisation rules walk the same queue, each declaration in its own sector.
 
 The result keeps every term so that a student (or a civil servant answering the student's
 complaint) can see exactly which employer's hours, planned or actual, make up the figure.
@@ -19,11 +23,19 @@ complaint) can see exactly which employer's hours, planned or actual, make up th
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from quota.ledger import Period, StudentLedger, WageReport
-from quota.rules import QuotaRules
+from quota.ledger import (
+    Period,
+    StudentLedger,
+    Tranche,
+    WageReport,
+    fit_tranches,
+    shrink_tranches,
+)
+from quota.rules import Neutralisation, QuotaRules
 
 
 class TermSource(StrEnum):
@@ -44,6 +56,8 @@ class PeriodShare:
     reduced_hours: int
     ordinary_hours: int
     counted: bool
+    #: Hours of the period a neutralisation rule does not count (counted periods only).
+    neutralised_hours: int = 0
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,10 @@ class BalanceTerm:
     reduced_hours: int
     ordinary_hours: int
     periods: tuple[PeriodShare, ...]
+    #: Hours of the group's late declarations taken out of the DmfA hours (they are
+    #: outside the quota); 0 without a DmfA, and under the literal reading
+    #: (``QuotaRules.dmfa_counts_late_hours``), where the DmfA hours count as reported.
+    late_deducted_hours: int = 0
 
     @property
     def counted_hours(self) -> int:
@@ -97,13 +115,11 @@ class _Group:
     report: WageReport | None
     rank: int = 0
 
-    def joint_commission(self) -> str | None:
-        for period in sorted(self.periods, key=lambda p: p.accepted_seq):
-            if period.joint_commission:
-                return period.joint_commission
-        return None
-
     def compute_rank(self) -> int:
+        if self.report is not None and self.report.tranches:
+            # The DmfA's first place: fixed when it arrived, whatever happens to the
+            # declarations it replaced.
+            return min(self.report.tranches[0].seq, self.report.seq)
         ranks = [p.accepted_seq for p in self.periods if p.counts]
         if self.report is not None:
             # A DmfA with no declaration of its own before it queues at its arrival; a
@@ -114,18 +130,140 @@ class _Group:
         return min((p.accepted_seq for p in self.periods), default=0)
 
 
+def declared_tranches(periods: Iterable[Period], before: int | None = None) -> tuple[Tranche, ...]:
+    """The places in the queue of the on-time declarations in force, in acceptance order
+    (only those accepted before rank ``before``, if given)."""
+    tranches = [
+        t for p in periods if p.counts for t in p.tranches if before is None or t.seq < before
+    ]
+    return tuple(sorted(tranches, key=lambda t: t.seq))
+
+
+def late_planned_hours(periods: Iterable[Period]) -> int:
+    """Planned hours of the late declarations in force: outside the quota."""
+    return sum(p.planned_hours for p in periods if p.in_force and p.late)
+
+
+def derived_dmfa_tranches(report: WageReport, periods: Iterable[Period]) -> tuple[Tranche, ...]:
+    """The places of a report stored before they were kept (migration 0006): the
+    declared places accepted before the DmfA, the rest of its hours at its own rank."""
+    declared = declared_tranches(periods, before=report.seq)
+    return fit_tranches(declared, report.hours_worked, lambda: report.seq)
+
+
+def dmfa_places(
+    report: WageReport, periods: Sequence[Period], rules: QuotaRules
+) -> tuple[tuple[Tranche, ...], int]:
+    """The places in the queue of the hours a DmfA counts, and the late hours deducted.
+
+    ``periods`` are the declarations of the DmfA's group (employer, quarter). The rule
+    (DOMAIN.md section 3): the DmfA hours minus the planned hours of the group's late
+    declarations in force, never below 0, unless ``rules.dmfa_counts_late_hours`` keeps
+    the literal reading. Deducted hours leave from the back of the DmfA's places.
+    """
+    tranches = report.tranches
+    if tranches is None:
+        tranches = derived_dmfa_tranches(report, periods)
+    deducted = 0
+    if not rules.dmfa_counts_late_hours:
+        deducted = min(report.hours_worked, late_planned_hours(periods))
+    return shrink_tranches(tranches, deducted), deducted
+
+
+def _commission_of_record(
+    group: Sequence[Period], employer_periods: Sequence[Period], seq: int
+) -> str | None:
+    """The joint commission of DmfA hours that no declaration of the group reserved.
+
+    The group's earliest declaration accepted before those hours queued (rank ``seq``),
+    else the employer's earliest declaration of the year; cancelled ones included (a
+    cancellation does not change the employer's sector). Once a commission is known it
+    stays: a later declaration can only tell one where none was known, never replace it,
+    so hours already queued are not counted differently afterwards.
+    """
+    for period in sorted(group, key=lambda p: p.accepted_seq):
+        if period.accepted_seq < seq and period.joint_commission:
+            return period.joint_commission
+    for period in sorted(employer_periods, key=lambda p: p.accepted_seq):
+        if period.joint_commission:
+            return period.joint_commission
+    return None
+
+
+#: One place in the year's queue: (rank, hours, (employer, quarter), period id of a
+#: planned tranche or None for DmfA hours, joint commission of the hours).
+_Slot = tuple[int, int, tuple[str, int], str | None, str | None]
+
+
 @dataclass
 class _Allocation:
     quota: int
     ordered: list[_Group]
-    neutralised: dict[tuple[str, int], int]
+    hours_by: dict[tuple[str, int], int]
+    deducted: dict[tuple[str, int], int]
+    neutralised_by: dict[tuple[str, int] | str, int]
     reduced_by: dict[tuple[str, int] | str, int]
     ordinary_by: dict[tuple[str, int] | str, int]
+
+
+def _slots(
+    groups: Iterable[_Group],
+    by_employer: dict[str, list[Period]],
+    rules: QuotaRules,
+    deducted: dict[tuple[str, int], int],
+    sectors: bool,
+) -> list[_Slot]:
+    """Every place of the year's queue, in acceptance order (with the joint commission of
+    the DmfA places only where a sector rule of the year needs it: ``sectors``)."""
+    slots: list[_Slot] = []
+    for group in groups:
+        key = (group.employer, group.quarter)
+        if group.report is None:
+            for p in group.periods:
+                if p.counts:
+                    jc = p.joint_commission
+                    slots.extend((t.seq, t.hours, key, p.period_id, jc) for t in p.tranches)
+            continue
+        places, deducted[key] = dmfa_places(group.report, group.periods, rules)
+        if not sectors:
+            slots.extend((t.seq, t.hours, key, None, None) for t in places)
+            continue
+        # Hours in a declared place keep that declaration's sector.
+        own = {t.seq: p.joint_commission for p in group.periods for t in p.tranches}
+        for t in places:
+            if t.seq in own:
+                jc = own[t.seq]
+            else:
+                jc = _commission_of_record(group.periods, by_employer[group.employer], t.seq)
+            slots.append((t.seq, t.hours, key, None, jc))
+    slots.sort(key=lambda slot: (slot[0], slot[2], slot[3] or ""))
+    return slots
+
+
+def _neutralised(year: int, slots: Sequence[_Slot], rules: Iterable[Neutralisation]) -> list[int]:
+    """Neutralised hours of each slot: each rule walks the queue in acceptance order, so
+    "the first 45 hours" are the first accepted across employers, and a sector rule
+    judges each declaration on its own joint commission."""
+    taken = [0] * len(slots)
+    for rule in rules:
+        left = rule.max_hours
+        for index, (_seq, hours, key, _pid, jc) in enumerate(slots):
+            if left == 0:
+                break
+            if not rule.applies_to(year, key[1], jc):
+                continue
+            take = hours - taken[index]
+            if left is not None:
+                take = min(take, left)
+                left -= take
+            taken[index] += take
+    return taken
 
 
 def _allocate(ledger: StudentLedger, year: int, rules: QuotaRules) -> _Allocation:
     """Walk the year's queue once: reduced and ordinary hours per group and per period."""
     groups: dict[tuple[str, int], _Group] = {}
+    by_employer: dict[str, list[Period]] = defaultdict(list)
     for period in ledger.periods.values():
         if period.year != year:
             continue
@@ -134,6 +272,7 @@ def _allocate(ledger: StudentLedger, year: int, rules: QuotaRules) -> _Allocatio
         if group is None:
             group = groups[key] = _Group(period.employer, period.quarter, [], None)
         group.periods.append(period)
+        by_employer[period.employer].append(period)
     for (employer, report_year, quarter), report in ledger.wage_reports.items():
         if report_year != year:
             continue
@@ -145,43 +284,26 @@ def _allocate(ledger: StudentLedger, year: int, rules: QuotaRules) -> _Allocatio
     quota = rules.quota(year)
     ordered = sorted(groups.values(), key=lambda g: (g.rank, g.employer, g.quarter))
 
-    # Neutralised hours per group, first hours of the student's quarter first.
-    neutralised: dict[tuple[str, int], int] = defaultdict(int)
-    for rule in rules.neutralisations:
-        if rule.year != year:
-            continue
-        left = rule.max_hours
-        for group in ordered:
-            if not rule.applies_to(year, group.quarter, group.joint_commission()):
-                continue
-            key = (group.employer, group.quarter)
-            available = _group_hours(group) - neutralised[key]
-            take = available if left is None else min(available, left)
-            neutralised[key] += take
-            if left is not None:
-                left -= take
-
-    # One queue for the whole year: every tranche of the planned terms at its own rank,
-    # every DmfA term at the rank of its group's earliest reservation.
-    queue: list[tuple[int, int, tuple[str, int], str | None]] = []
-    for group in ordered:
-        key = (group.employer, group.quarter)
-        if group.report is not None:
-            queue.append((group.rank, group.report.hours_worked, key, None))
-            continue
-        for p in group.periods:
-            if p.counts:
-                queue.extend((t.seq, t.hours, key, p.period_id) for t in p.tranches)
-    queue.sort(key=lambda item: (item[0], item[2], item[3] or ""))
+    # One queue for the whole year: every tranche of the planned terms and every place
+    # of the DmfA terms at its own rank.
+    deducted: dict[tuple[str, int], int] = {}
+    year_rules = [rule for rule in rules.neutralisations if rule.year == year]
+    sectors = any(rule.joint_commissions is not None for rule in year_rules)
+    slots = _slots(ordered, by_employer, rules, deducted, sectors)
+    neutralised = _neutralised(year, slots, year_rules) if year_rules else None
 
     room = quota
-    skip = dict(neutralised) if neutralised else None
+    hours_by: dict[tuple[str, int], int] = defaultdict(int)
+    neutralised_by: dict[tuple[str, int] | str, int] = defaultdict(int)
     reduced_by: dict[tuple[str, int] | str, int] = defaultdict(int)
     ordinary_by: dict[tuple[str, int] | str, int] = defaultdict(int)
-    for _rank, hours, key, period_id in queue:
-        if skip:
-            skipped = min(skip.get(key, 0), hours)
-            skip[key] = skip.get(key, 0) - skipped
+    for index, (_seq, hours, key, period_id, _jc) in enumerate(slots):
+        hours_by[key] += hours
+        skipped = neutralised[index] if neutralised else 0
+        if skipped:
+            neutralised_by[key] += skipped
+            if period_id is not None:
+                neutralised_by[period_id] += skipped
             hours -= skipped
         reduced = hours if hours <= room else room
         room -= reduced
@@ -190,18 +312,14 @@ def _allocate(ledger: StudentLedger, year: int, rules: QuotaRules) -> _Allocatio
         if period_id is not None:
             reduced_by[period_id] += reduced
             ordinary_by[period_id] += hours - reduced
-    return _Allocation(quota, ordered, neutralised, reduced_by, ordinary_by)
+    return _Allocation(quota, ordered, hours_by, deducted, neutralised_by, reduced_by, ordinary_by)
 
 
 def compute_balance(ledger: StudentLedger, year: int, rules: QuotaRules) -> Balance:
     """The balance of ``ledger`` for ``year`` under ``rules``."""
     allocation = _allocate(ledger, year, rules)
-    quota, ordered, neutralised = allocation.quota, allocation.ordered, allocation.neutralised
-    reduced_by, ordinary_by = allocation.reduced_by, allocation.ordinary_by
-    terms = [
-        _term(g, neutralised.get((g.employer, g.quarter), 0), reduced_by, ordinary_by)
-        for g in ordered
-    ]
+    quota = allocation.quota
+    terms = [_term(g, allocation) for g in allocation.ordered]
 
     used = 0
     reduced_total = ordinary_total = neutralised_total = late_total = 0
@@ -250,34 +368,33 @@ def allocate_period(ledger: StudentLedger, period: Period, rules: QuotaRules) ->
     )
 
 
-def _group_hours(group: _Group) -> int:
-    if group.report is not None:
-        return group.report.hours_worked
-    return sum(p.planned_hours for p in group.periods if p.in_force and not p.late)
-
-
-def _term(
-    group: _Group,
-    neutralised: int,
-    reduced_by: dict[tuple[str, int] | str, int],
-    ordinary_by: dict[tuple[str, int] | str, int],
-) -> BalanceTerm:
+def _term(group: _Group, allocation: _Allocation) -> BalanceTerm:
     key = (group.employer, group.quarter)
+    reduced_by, ordinary_by = allocation.reduced_by, allocation.ordinary_by
     periods = sorted(group.periods, key=lambda p: p.accepted_seq)
     planned = sum(p.planned_hours for p in periods if p.in_force and not p.late)
-    late = sum(p.planned_hours for p in periods if p.in_force and p.late)
+    late = late_planned_hours(periods)
     shares = []
     for p in periods:
-        counted = group.report is None and p.in_force and not p.late
+        counted = group.report is None and p.counts
+        neutralised = 0
         if counted:
             reduced, ordinary = reduced_by.get(p.period_id, 0), ordinary_by.get(p.period_id, 0)
+            neutralised = allocation.neutralised_by.get(p.period_id, 0)
         else:
             # Late hours sit wholly outside the quota; superseded or cancelled ones do not
             # count at all.
             reduced, ordinary = 0, (p.planned_hours if p.in_force and p.late else 0)
         shares.append(
             PeriodShare(
-                p.period_id, p.planned_hours, p.late, p.cancelled, reduced, ordinary, counted
+                p.period_id,
+                p.planned_hours,
+                p.late,
+                p.cancelled,
+                reduced,
+                ordinary,
+                counted,
+                neutralised,
             )
         )
     report = group.report
@@ -285,13 +402,14 @@ def _term(
         employer=group.employer,
         quarter=group.quarter,
         source=TermSource.PLANNED if report is None else TermSource.DMFA,
-        hours=planned if report is None else report.hours_worked,
+        hours=allocation.hours_by.get(key, 0),
         planned_hours=planned,
         late_hours=late,
         dmfa_hours=None if report is None else report.hours_worked,
         gross_wage_cents=None if report is None else report.gross_wage_cents,
-        neutralised_hours=neutralised,
+        neutralised_hours=allocation.neutralised_by.get(key, 0),
         reduced_hours=reduced_by.get(key, 0),
         ordinary_hours=ordinary_by.get(key, 0),
         periods=tuple(shares),
+        late_deducted_hours=allocation.deducted.get(key, 0),
     )

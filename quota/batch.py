@@ -13,7 +13,7 @@ from collections.abc import Iterable, MutableMapping, MutableSet
 from dataclasses import dataclass
 
 from quota.balance import Balance, compute_balance
-from quota.decisions import apply
+from quota.decisions import apply, settle_dmfa_places
 from quota.ledger import Command, Decision, StudentLedger
 from quota.rules import QuotaRules
 
@@ -41,11 +41,15 @@ def apply_batch(
     """Apply ``commands`` (student, command) in order, skipping already applied events."""
     outcomes: list[Outcome] = []
     touched: set[tuple[str, int]] = set()
+    settled: set[str] = set()
     for ssin, command in commands:
         if command.event_id in applied:
             continue
         applied.add(command.event_id)
         ledger = ledgers.setdefault(ssin, StudentLedger(ssin))
+        if ssin not in settled:
+            settled.add(ssin)
+            settle_dmfa_places(ledger)
         decision = apply(ledger, command, rules)
         outcomes.append(Outcome(ssin, command, decision))
         touched.update((ssin, year) for year in decision.years)

@@ -11,8 +11,16 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import date
 
-from quota.balance import PeriodAllocation, allocate_period, compute_balance
+from quota.balance import (
+    PeriodAllocation,
+    allocate_period,
+    compute_balance,
+    declared_tranches,
+    derived_dmfa_tranches,
+    dmfa_places,
+)
 from quota.calendar import same_quarter
+from quota.employment import add_months, spell_of
 from quota.ledger import (
     STUDENT_WORKER_TYPE,
     Anomaly,
@@ -28,9 +36,11 @@ from quota.ledger import (
     Tranche,
     UpdatePeriod,
     WageReport,
+    fit_tranches,
     is_late,
     period_id_for,
     refusal,
+    shrink_tranches,
 )
 from quota.rules import QuotaRules
 
@@ -42,8 +52,22 @@ def apply(ledger: StudentLedger, command: Command, rules: QuotaRules) -> Decisio
     if isinstance(command, UpdatePeriod):
         return _update(ledger, command, rules)
     if isinstance(command, CancelPeriod):
-        return _cancel(ledger, command)
-    return _report_wages(ledger, command)
+        return _cancel(ledger, command, rules)
+    return _report_wages(ledger, command, rules)
+
+
+def settle_dmfa_places(ledger: StudentLedger) -> None:
+    """Give the reports stored before their places were kept (migration 0006) the places
+    the balance derives for them, marked to be saved.
+
+    The derivation reads the declarations in force, so it must be fixed before a command
+    changes them: a cancellation after the DmfA would otherwise move the DmfA's hours.
+    """
+    for (employer, year, quarter), report in list(ledger.wage_reports.items()):
+        if report.tranches is not None:
+            continue
+        group = _group_periods(ledger, employer, year, quarter)
+        ledger.put_report(replace(report, tranches=derived_dmfa_tranches(report, group)))
 
 
 def _period_dates_problem(start: date, end: date) -> Decision | None:
@@ -95,14 +119,19 @@ def _declare(ledger: StudentLedger, cmd: DeclarePeriod, rules: QuotaRules) -> De
     )
     ledger.put_period(period)
     if late:
-        return Decision(
+        until = (
+            " until the quarterly declaration (DmfA) arrives, whose hours then count as reported"
+            if rules.dmfa_counts_late_hours
+            else ", also once the quarterly declaration (DmfA) arrives,"
+        )
+        decision = Decision(
             Status.WARNING,
             (
                 Anomaly(
                     AnomalyCode.LATE_DECLARATION,
                     f"declared after the first day of work ({cmd.start}): all "
                     f"{cmd.planned_hours} hours fall outside the student quota (ordinary "
-                    "contributions) and the declaration cannot be updated",
+                    f"contributions){until} and the declaration cannot be updated",
                     cmd.planned_hours,
                 ),
             ),
@@ -111,9 +140,41 @@ def _declare(ledger: StudentLedger, cmd: DeclarePeriod, rules: QuotaRules) -> De
             cmd.planned_hours,
             frozenset({period.year}),
         )
+        return _with_spell_warning(ledger, period, decision, rules)
     # A new period is the last in the queue, so its allocation after tells everything.
     after = allocate_period(ledger, period, rules)
-    return _answer_for_hours(period, None, after, cmd.planned_hours)
+    decision = _answer_for_hours(period, None, after, cmd.planned_hours)
+    return _with_spell_warning(ledger, period, decision, rules)
+
+
+def _with_spell_warning(
+    ledger: StudentLedger, period: Period, decision: Decision, rules: QuotaRules
+) -> Decision:
+    """``decision`` with the 12-month warning when ``period`` makes its employer's
+    employment of the student longer than the limit (DOMAIN.md section 1).
+
+    Only a warning: the hours are counted as before; whether the contract is still a
+    student contract is for the employer to settle.
+    """
+    months = rules.student_months_in_a_row
+    if months is None:
+        return decision
+    mine = [p for p in ledger.periods.values() if p.employer == period.employer and p.in_force]
+    # Most employers' periods span less than the limit altogether: no spell to look for.
+    first, last = min(p.start for p in mine), max(p.end for p in mine)
+    if last < add_months(first, months):
+        return decision
+    spell = spell_of(mine, period)
+    if spell is None or not spell.exceeds(months):
+        return decision
+    text = (
+        f"this employer has declared the worker without interruption from {spell.start} to "
+        f"{spell.end}, more than {months} months in a row: from {spell.limit_day(months)} "
+        "on the worker is no longer a student for this employer (student contributions no "
+        "longer apply); check the contract"
+    )
+    anomaly = Anomaly(AnomalyCode.TWELVE_MONTHS_IN_A_ROW, text)
+    return replace(decision, status=Status.WARNING, anomalies=(*decision.anomalies, anomaly))
 
 
 def _answer_for_hours(
@@ -216,33 +277,39 @@ def _update(ledger: StudentLedger, cmd: UpdatePeriod, rules: QuotaRules) -> Deci
     if delta > 0:
         tranches = (*period.tranches, Tranche(ledger.take_seq(), delta))
     else:
-        tranches = _shrink(period.tranches, -delta)
+        tranches = shrink_tranches(period.tranches, -delta)
     ledger.put_period(replace(period, end=cmd.end, tranches=tranches))
     changed = ledger.periods[pid]
     after = allocate_period(ledger, changed, rules)
-    return _answer_for_hours(changed, before, after, max(0, delta), before_balance.remaining)
+    decision = _answer_for_hours(changed, before, after, max(0, delta), before_balance.remaining)
+    return _with_spell_warning(ledger, changed, decision, rules)
 
 
-def _shrink(tranches: tuple[Tranche, ...], hours: int) -> tuple[Tranche, ...]:
-    """Remove ``hours`` from the most recent reservations first."""
-    kept: list[Tranche] = []
-    for tranche in reversed(tranches):
-        take = min(hours, tranche.hours)
-        hours -= take
-        if tranche.hours - take > 0:
-            kept.append(Tranche(tranche.seq, tranche.hours - take))
-    return tuple(reversed(kept))
+def _group_periods(ledger: StudentLedger, employer: str, year: int, quarter: int) -> list[Period]:
+    return [
+        p
+        for p in ledger.periods.values()
+        if (p.employer, p.year, p.quarter) == (employer, year, quarter)
+    ]
 
 
-def _cancel(ledger: StudentLedger, cmd: CancelPeriod) -> Decision:
+def _cancel(ledger: StudentLedger, cmd: CancelPeriod, rules: QuotaRules) -> Decision:
     found = _owned_period(ledger, cmd.employer, cmd.period_id)
     if isinstance(found, Decision):
         return found
+    key = (found.employer, found.year, found.quarter)
+    report = ledger.wage_reports.get(key)
+    if report is not None and found.late and not rules.dmfa_counts_late_hours:
+        # The late hours deducted from the DmfA come back into the quota: they queue
+        # behind everything accepted so far, like any hours added later.
+        places, _deducted = dmfa_places(report, _group_periods(ledger, *key), rules)
+        tranches = fit_tranches(places, report.hours_worked, ledger.take_seq)
+        ledger.put_report(replace(report, tranches=tranches))
     ledger.put_period(replace(found, cancelled=True))
     return Decision(Status.ACCEPTED, (), found.period_id, 0, 0, frozenset({found.year}))
 
 
-def _report_wages(ledger: StudentLedger, cmd: ReportWages) -> Decision:
+def _report_wages(ledger: StudentLedger, cmd: ReportWages, rules: QuotaRules) -> Decision:
     if not 1 <= cmd.quarter <= 4:
         return refusal(AnomalyCode.INVALID_QUARTER, f"quarter must be 1 to 4 (got {cmd.quarter})")
     if cmd.hours_worked < 0 or cmd.gross_wage_cents < 0:
@@ -251,6 +318,19 @@ def _report_wages(ledger: StudentLedger, cmd: ReportWages) -> Decision:
         )
     key = (cmd.employer, cmd.year, cmd.quarter)
     previous = ledger.wage_reports.get(key)
+    group = _group_periods(ledger, *key)
+    if previous is None:
+        # The hours the DmfA confirms keep the places of the declarations; the ones it
+        # reports beyond them queue at its own rank, behind everything accepted before.
+        seq = ledger.take_seq()
+        places = declared_tranches(group)
+        tranches = fit_tranches(places, cmd.hours_worked, lambda: seq)
+    else:
+        # A corrected DmfA keeps the place of the one it replaces; hours it adds to those
+        # counted so far queue at the back.
+        seq = previous.seq
+        places, _deducted = dmfa_places(previous, group, rules)
+        tranches = fit_tranches(places, cmd.hours_worked, ledger.take_seq)
     report = WageReport(
         employer=cmd.employer,
         year=cmd.year,
@@ -259,8 +339,8 @@ def _report_wages(ledger: StudentLedger, cmd: ReportWages) -> Decision:
         gross_wage_cents=cmd.gross_wage_cents,
         received_at=cmd.received_at,
         event_id=cmd.event_id,
-        # A corrected DmfA keeps the place of the one it replaces.
-        seq=previous.seq if previous else ledger.take_seq(),
+        seq=seq,
+        tranches=tranches,
     )
     ledger.put_report(report)
     # A cancelled declaration was withdrawn: hours reported for it are undeclared work.

@@ -10,6 +10,7 @@ the reception instant is part of each command.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
@@ -34,6 +35,7 @@ class AnomalyCode(StrEnum):
     LATE_DECLARATION = "LATE_DECLARATION"
     DMFA_ALREADY_RECEIVED = "DMFA_ALREADY_RECEIVED"
     DMFA_WITHOUT_DECLARATION = "DMFA_WITHOUT_DECLARATION"
+    TWELVE_MONTHS_IN_A_ROW = "TWELVE_MONTHS_IN_A_ROW"
     NOT_A_STUDENT = "NOT_A_STUDENT"
     ZERO_HOURS = "ZERO_HOURS"
     END_BEFORE_START = "END_BEFORE_START"
@@ -100,6 +102,37 @@ class Tranche:
     hours: int
 
 
+def shrink_tranches(tranches: tuple[Tranche, ...], hours: int) -> tuple[Tranche, ...]:
+    """``tranches`` less ``hours``, taken from the most recent reservations first.
+
+    Fewer hours free the places reserved last: what was accepted earlier keeps its rank.
+    """
+    if hours <= 0:
+        return tranches
+    kept: list[Tranche] = []
+    for tranche in reversed(tranches):
+        take = min(hours, tranche.hours)
+        hours -= take
+        if tranche.hours - take > 0:
+            kept.append(Tranche(tranche.seq, tranche.hours - take))
+    return tuple(reversed(kept))
+
+
+def fit_tranches(
+    tranches: tuple[Tranche, ...], hours: int, next_seq: Callable[[], int]
+) -> tuple[Tranche, ...]:
+    """``tranches`` made to hold exactly ``hours``.
+
+    Fewer hours free the most recent places (:func:`shrink_tranches`); more hours queue
+    their surplus in one new tranche at the back (``next_seq()``, called only then), the
+    way an update that raises hours does.
+    """
+    held = sum(t.hours for t in tranches)
+    if hours <= held:
+        return shrink_tranches(tranches, held - hours)
+    return (*tranches, Tranche(next_seq(), hours - held))
+
+
 @dataclass(frozen=True)
 class Period:
     """A declared student period (one Dimona STU, at most one quarter)."""
@@ -144,7 +177,16 @@ class Period:
 
 @dataclass(frozen=True)
 class WageReport:
-    """A DmfA line: the hours actually worked for one employer in one quarter."""
+    """A DmfA line: the hours actually worked for one employer in one quarter.
+
+    ``tranches`` are the places in the year's queue of the hours worked, fixed when the
+    DmfA arrived: the declared places of the group first (the hours the DmfA confirms
+    keep the rank they had), the hours it reports beyond them in a tranche at the DmfA's
+    own rank (behind everything accepted before it). Hours that leave the quota later
+    (late declarations deducted, DOMAIN.md section 3) are taken from the back; hours
+    that come back queue at the back again. None for reports stored before the queue
+    kept their places (migration 0006): the balance derives them from the declarations.
+    """
 
     employer: str
     year: int
@@ -155,6 +197,7 @@ class WageReport:
     event_id: str
     #: Acceptance order, used when no declaration of the group gives one.
     seq: int = 0
+    tranches: tuple[Tranche, ...] | None = None
 
 
 # ----------------------------------------------------------------------------- commands

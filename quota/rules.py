@@ -7,7 +7,7 @@ retroactively (the 650-hour quota of 2025 was voted in April 2025 for the whole 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 #: Hours per calendar year (DOMAIN.md section 1). Years before 2017 counted days, which
 #: this system does not model; they fall back to the earliest known hour quota.
@@ -24,8 +24,10 @@ class Neutralisation:
     """Hours of a quarter that did not count against the quota.
 
     ``max_hours`` None means every hour of the quarter; otherwise the first ``max_hours``
-    hours of the student's quarter (in order of acceptance). ``joint_commissions`` limits
-    the rule to declarations of those sectors (None: every sector).
+    hours of the student's quarter, in order of acceptance across all employers (hours
+    an update adds queue where the update was accepted). ``joint_commissions`` limits the
+    rule to the hours of declarations of those sectors, each declaration judged on its
+    own joint commission (None: every sector).
     """
 
     year: int
@@ -56,12 +58,26 @@ DEFAULT_NEUTRALISATIONS: tuple[Neutralisation, ...] = (
 )
 
 
+#: Months in a row with one employer after which a worker stops being a student for that
+#: employer (DOMAIN.md section 1).
+STUDENT_MONTHS_IN_A_ROW = 12
+
+
 @dataclass(frozen=True)
 class QuotaRules:
-    """Everything year-dependent that the balance computation needs."""
+    """Everything year-dependent that the balance computation needs, and the readings of
+    the rules that are configurable because the published method leaves them open."""
 
     quota_hours: Mapping[int, int] = field(default_factory=lambda: dict(DEFAULT_QUOTA_HOURS))
     neutralisations: tuple[Neutralisation, ...] = DEFAULT_NEUTRALISATIONS
+    #: The older, literal reading of DOMAIN.md section 3: a DmfA's hours count as
+    #: reported, the hours of that employer's late declarations of the quarter included.
+    #: False (the rule): late hours stay outside the quota after the DmfA too, so they are
+    #: deducted from the DmfA hours (never below 0).
+    dmfa_counts_late_hours: bool = False
+    #: A declaration whose employer has declared the student for more than this many
+    #: months in a row is answered with a warning (``TWELVE_MONTHS_IN_A_ROW``); None: never.
+    student_months_in_a_row: int | None = STUDENT_MONTHS_IN_A_ROW
 
     def quota(self, year: int) -> int:
         """The quota of a year: the table's value, or the nearest earlier year's."""
@@ -75,7 +91,7 @@ class QuotaRules:
     def with_quota(self, year: int, hours: int) -> QuotaRules:
         if hours < 0:
             raise ValueError("a quota cannot be negative")
-        return QuotaRules({**self.quota_hours, year: hours}, self.neutralisations)
+        return replace(self, quota_hours={**self.quota_hours, year: hours})
 
     def with_overrides(self, overrides: Mapping[int, int]) -> QuotaRules:
-        return QuotaRules({**self.quota_hours, **overrides}, self.neutralisations)
+        return replace(self, quota_hours={**self.quota_hours, **overrides})

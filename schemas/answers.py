@@ -68,6 +68,11 @@ class BalanceTermOut(Contract):
     reduced_hours: int
     ordinary_hours: int
     period_ids: list[str]
+    late_deducted_hours: int = Field(
+        0,
+        description="Hours of late declarations taken out of the DmfA hours (outside the "
+        "quota); 0 without a DmfA or when STUDENTWORK_DMFA_COUNTS_LATE_HOURS is set.",
+    )
 
 
 class BalanceEvent(Contract):

@@ -71,6 +71,7 @@ CheckKind = Literal[
     "actual_above_planned",
     "late_declaration",
     "dmfa_without_declaration",
+    "twelve_months_in_a_row",
 ]
 
 
@@ -87,6 +88,9 @@ class DeclarationOut(Contract):
     counted: bool = Field(description="Its planned hours count (on time, in force, no DmfA).")
     reduced_hours: int
     ordinary_hours: int
+    neutralised_hours: int = Field(
+        0, description="Hours a neutralisation rule does not count (counted declarations)."
+    )
     using_employer: str | None = Field(
         default=None, description="Client company of an interim agency, if any."
     )
@@ -141,9 +145,16 @@ class TermExplanation(Contract):
     source: Literal["planned", "dmfa"] = Field(
         description="dmfa: actual hours replace the planned ones; planned: no DmfA yet."
     )
-    hours: int = Field(description="Hours of the term before neutralisation.")
+    hours: int = Field(
+        description="Hours of the term before neutralisation (DmfA hours less the late ones)."
+    )
     planned_hours: int = Field(description="On-time planned hours in force.")
     late_hours: int = Field(description="Late hours: outside the quota, ordinary contributions.")
+    late_deducted_hours: int = Field(
+        0,
+        description="Late hours taken out of the DmfA hours, which include them; 0 without "
+        "a DmfA, or where the DmfA hours count as reported (the older reading).",
+    )
     dmfa_hours: int | None
     gross_wage_cents: int | None
     neutralised_hours: int = Field(description="Hours a neutralisation rule does not count.")

@@ -96,6 +96,15 @@ class Settings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_QUOTA_HOURS),
         description='Quota per year, JSON, e.g. {"2025": 650}; merged over the defaults.',
     )
+    dmfa_counts_late_hours: bool = Field(
+        False,
+        description=(
+            "The older, literal reading of the DmfA rule (DOMAIN.md section 3): a DmfA's "
+            "hours count as reported, the hours of that employer's late declarations of the "
+            "quarter included. Off by default: late hours stay outside the quota after the "
+            "DmfA too, deducted from its hours (never below 0)."
+        ),
+    )
     session_timeout_seconds: float = Field(
         30.0,
         ge=6,
@@ -258,7 +267,10 @@ class Settings(BaseSettings):
 
     @cached_property
     def quota_rules(self) -> QuotaRules:
-        return QuotaRules({**DEFAULT_QUOTA_HOURS, **self.quota_hours})
+        return QuotaRules(
+            {**DEFAULT_QUOTA_HOURS, **self.quota_hours},
+            dmfa_counts_late_hours=self.dmfa_counts_late_hours,
+        )
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

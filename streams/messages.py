@@ -216,6 +216,7 @@ def balance_document(balance: Balance) -> dict[str, Any]:
             "reducedHours": t.reduced_hours,
             "ordinaryHours": t.ordinary_hours,
             "periodIds": [p.period_id for p in t.periods],
+            "lateDeductedHours": t.late_deducted_hours,
         }
         for t in balance.terms
     ]

@@ -496,7 +496,6 @@ class BatchProcessor:
         decide with the old quota meanwhile. Returns the number of balances that changed.
         """
         event_id = f"quota:{change.event_id}"
-        changed = 0
         async with self._pool.acquire() as conn, conn.transaction():
             overrides = await store.quota_overrides(conn, exclusive=True)
             if await store.already_applied(conn, [event_id]):
@@ -506,20 +505,63 @@ class BatchProcessor:
             rules: QuotaRules = self._settings.quota_rules.with_overrides(
                 {**overrides, change.year: change.hours}
             )
-            ssins = await store.ssins_with_data_in_year(conn, change.year)
-            now = self._clock()
-            for start in range(0, len(ssins), chunk):
-                ledgers = await store.load_ledgers(conn, ssins[start : start + chunk])
-                balances = [
-                    compute_balance(ledger, change.year, rules) for ledger in ledgers.values()
-                ]
-                messages = await self._changed_balances(conn, balances, now)
-                await store.enqueue(conn, messages)
-                changed += len(messages)
+            changed = await self._recompute_year(conn, change.year, rules, chunk)
         log.info(
             "quota %d set to %d hours: %d balances changed", change.year, change.hours, changed
         )
         return changed
+
+    async def reconcile_quota(self, *, chunk: int = 2000) -> dict[int, int]:
+        """Recompute every year whose stored balances were computed with another quota
+        than the effective one (configuration, then the operators' changes).
+
+        A quota changed only in configuration (``STUDENTWORK_QUOTA_HOURS``) reaches the
+        balances of students who send nothing more only this way; the worker calls it at
+        start. The stored balances say which quota they were computed with, so the check
+        needs no copy of the configuration, and a second run (another worker starting)
+        finds nothing to do. Holds the quota lock exclusively, as a quota change does.
+        Returns the number of balances changed per recomputed year.
+        """
+        changed: dict[int, int] = {}
+        async with self._pool.acquire() as conn, conn.transaction():
+            overrides = await store.quota_overrides(conn, exclusive=True)
+            rules = self._settings.quota_rules.with_overrides(overrides)
+            stored = await store.stored_quotas(conn)
+            for year in sorted(stored):
+                if stored[year] != {rules.quota(year)}:
+                    changed[year] = await self._recompute_year(conn, year, rules, chunk)
+        for year, count in changed.items():
+            log.info(
+                "quota %d is %d hours in the configuration: %d balances changed",
+                year,
+                rules.quota(year),
+                count,
+            )
+        return changed
+
+    async def _recompute_year(
+        self, conn: asyncpg.Connection, year: int, rules: QuotaRules, chunk: int
+    ) -> int:
+        """Recompute, store and publish every balance of ``year`` that ``rules`` change."""
+        changed = 0
+        ssins = await store.ssins_with_data_in_year(conn, year)
+        now = self._clock()
+        for start in range(0, len(ssins), chunk):
+            ledgers = await store.load_ledgers(conn, ssins[start : start + chunk])
+            balances = [compute_balance(ledger, year, rules) for ledger in ledgers.values()]
+            messages = await self._changed_balances(conn, balances, now)
+            await store.enqueue(conn, messages)
+            changed += len(messages)
+        return changed
+
+
+async def reconcile_configured_quota(settings: Settings, clock: Clock = utc_now) -> dict[int, int]:
+    """:meth:`BatchProcessor.reconcile_quota` on a pool of its own (worker start-up)."""
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1)
+    try:
+        return await BatchProcessor(pool, settings, clock).reconcile_quota()
+    finally:
+        await pool.close()
 
 
 class QuotaChangeHandler:

@@ -48,6 +48,8 @@ from db import reads
 from quota import Balance, BalanceTerm, Period, QuotaRules, StudentLedger, compute_balance
 from quota.balance import TermSource
 from quota.calendar import brussels_date
+from quota.employment import spells
+from quota.rules import STUDENT_MONTHS_IN_A_ROW
 from schemas.api import (
     BalanceOverview,
     CalendarEmployer,
@@ -175,6 +177,18 @@ def _hours(n: int) -> str:
     return f"{n} hour" if n == 1 else f"{n} hours"
 
 
+def late_counted(term: BalanceTerm) -> bool:
+    """Whether a term counts the hours of its late declarations: a DmfA term under the
+    older, literal reading (``STUDENTWORK_DMFA_COUNTS_LATE_HOURS``), where the DmfA
+    hours count as reported. Under the rule, late hours are deducted from them."""
+    return (
+        term.source is TermSource.DMFA
+        and term.late_hours > 0
+        and term.late_deducted_hours == 0
+        and bool(term.dmfa_hours)
+    )
+
+
 def term_text(term: BalanceTerm, cancelled_hours: int) -> str:
     """One term of the sum as a sentence, e.g. "Employer 0123.456.749, Q3: 280 hours
     worked (DmfA) replace 300 planned; 280 hours counted"."""
@@ -184,8 +198,20 @@ def term_text(term: BalanceTerm, cancelled_hours: int) -> str:
         worked = term.dmfa_hours or 0
         if term.planned_hours:
             parts.append(f"{_hours(worked)} worked (DmfA) replace {term.planned_hours} planned")
+        elif term.late_hours:
+            parts.append(f"{_hours(worked)} worked (DmfA), no declaration on time")
         else:
             parts.append(f"{_hours(worked)} worked (DmfA), no declaration in force")
+        if term.late_deducted_hours:
+            parts.append(
+                f"{_hours(term.late_deducted_hours)} of them declared late, outside the quota "
+                "(ordinary contributions)"
+            )
+        elif late_counted(term):
+            parts.append(
+                f"the DmfA hours count as reported, the {_hours(term.late_hours)} declared "
+                "late included"
+            )
         if term.gross_wage_cents is not None:
             parts.append(f"gross wage {_euros(term.gross_wage_cents)}")
     elif term.planned_hours:
@@ -202,7 +228,7 @@ def term_text(term: BalanceTerm, cancelled_hours: int) -> str:
         parts.append(counted)
     else:
         parts.append("nothing counted")
-    if term.late_hours:
+    if term.late_hours and not term.late_deducted_hours and not late_counted(term):
         parts.append(
             f"{_hours(term.late_hours)} declared late are outside the quota "
             "(ordinary contributions)"
@@ -290,11 +316,67 @@ def _quarter_checks(
     return checks
 
 
-def year_detail(ledger: StudentLedger, balance: Balance, today: date) -> YearDetail:
+def _twelve_months_checks(
+    year: int, history: Iterable[Period], months: int | None
+) -> list[tuple[str, int, Check]]:
+    """(employer, quarter, check) for each employment of more than ``months`` months in
+    a row whose part beyond the limit falls in ``year`` (DOMAIN.md section 1)."""
+    if months is None:
+        return []
+    periods = list(history)
+    by_id = {p.period_id: p for p in periods}
+    found = []
+    for spell in spells(periods):
+        limit = spell.limit_day(months)
+        if not spell.exceeds(months) or limit.year > year or spell.end.year < year:
+            continue
+        beyond = [
+            by_id[pid]
+            for pid in spell.period_ids
+            if by_id[pid].year == year and by_id[pid].end >= limit
+        ]
+        if not beyond:
+            continue
+        shown = employer_display(spell.employer)
+        quarter = beyond[0].quarter
+        found.append(
+            (
+                spell.employer,
+                quarter,
+                Check(
+                    kind="twelve_months_in_a_row",
+                    employer=spell.employer,
+                    employer_display=shown,
+                    quarter=quarter,
+                    hours=sum(p.planned_hours for p in beyond),
+                    period_id=beyond[0].period_id,
+                    message=(
+                        f"Employer {shown} declared you without interruption from "
+                        f"{_day(spell.start)} to {_day(spell.end)}, more than {months} months "
+                        f"in a row: from {_day(limit)} you are no longer a student for this "
+                        "employer, and student contributions no longer apply to this job. "
+                        "Ask the employer about your contract."
+                    ),
+                ),
+            )
+        )
+    return found
+
+
+def year_detail(
+    ledger: StudentLedger,
+    balance: Balance,
+    today: date,
+    *,
+    history: Iterable[Period] | None = None,
+    months_in_a_row: int | None = STUDENT_MONTHS_IN_A_ROW,
+) -> YearDetail:
     """The detailed view of one year, built from a ledger and its balance.
 
     Employers appear in the order of their first term (order of acceptance, which is
     also the order reduced-rate hours are handed out), their quarters in calendar order.
+    ``history`` is every period of the student, all years (employment in a row runs
+    across years); by default the ledger's.
     """
     year = balance.year
     periods_by_group: dict[tuple[str, int], list[Period]] = defaultdict(list)
@@ -325,6 +407,7 @@ def year_detail(ledger: StudentLedger, balance: Balance, today: date) -> YearDet
                 counted=share.counted,
                 reduced_hours=share.reduced_hours,
                 ordinary_hours=share.ordinary_hours,
+                neutralised_hours=share.neutralised_hours,
                 using_employer=by_id[share.period_id].using_employer,
             )
             for share in term.periods
@@ -361,6 +444,7 @@ def year_detail(ledger: StudentLedger, balance: Balance, today: date) -> YearDet
                 hours=term.hours,
                 planned_hours=term.planned_hours,
                 late_hours=term.late_hours,
+                late_deducted_hours=term.late_deducted_hours,
                 dmfa_hours=term.dmfa_hours,
                 gross_wage_cents=term.gross_wage_cents,
                 neutralised_hours=term.neutralised_hours,
@@ -370,6 +454,12 @@ def year_detail(ledger: StudentLedger, balance: Balance, today: date) -> YearDet
                 text=term_text(term, cancelled),
             )
         )
+
+    periods = ledger.periods.values() if history is None else history
+    for employer, quarter_number, spell_check in _twelve_months_checks(
+        year, periods, months_in_a_row
+    ):
+        checks_by_employer[employer].append((quarter_number, [spell_check]))
 
     employers: list[EmployerDetail] = []
     checks: list[Check] = []
@@ -427,8 +517,15 @@ def _explanation(balance: Balance) -> str:
     )
     if balance.ordinary_hours:
         text += f" {_hours(balance.ordinary_hours)} beyond the quota pay ordinary contributions."
-    if balance.late_hours:
-        text += f" {_hours(balance.late_hours)} declared late are outside the quota."
+    counted_late = sum(t.late_hours for t in balance.terms if late_counted(t))
+    outside = balance.late_hours - counted_late
+    if outside:
+        text += f" {_hours(outside)} declared late are outside the quota."
+    if counted_late:
+        text += (
+            f" {_hours(counted_late)} declared late count all the same: the DmfA hours that "
+            "include them count as reported."
+        )
     return text
 
 
@@ -630,9 +727,23 @@ class YearDetailView(StudentView):
         today = self.today()
         ssin = self.student(request, today)
         wanted = parse_year(year, today)
-        ledger, rules = await self.ledger(ssin, wanted)
+        try:
+            async with reads.read_snapshot(await self.pool()) as conn:
+                overrides = await reads.quota_overrides(conn)
+                ledger = await reads.student_ledger(conn, ssin, wanted)
+                history = await reads.student_periods(conn, ssin)
+        except _DATABASE_ERRORS as error:
+            raise _unavailable() from error
+        rules = self.state.settings.quota_rules.with_overrides(overrides)
         balance = compute_balance(ledger, wanted, rules)
-        return self.json(_dump(year_detail(ledger, balance, today)))
+        detail = year_detail(
+            ledger,
+            balance,
+            today,
+            history=history,
+            months_in_a_row=rules.student_months_in_a_row,
+        )
+        return self.json(_dump(detail))
 
 
 class YearCalendarView(StudentView):

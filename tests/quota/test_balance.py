@@ -26,6 +26,7 @@ from tests.quota.builders import (
     cancel,
     declare,
     dmfa,
+    update,
 )
 
 
@@ -228,7 +229,7 @@ def test_the_first_45_hours_of_q1_2022_are_not_counted() -> None:
     balance = student.balance(2022)
     assert (balance.used, balance.neutralised_hours, balance.remaining) == (55, 45, 420)
     assert (balance.terms[0].reduced_hours, balance.terms[0].ordinary_hours) == (55, 0)
-    assert balance.share_of(pid("a")) == PeriodShare(pid("a"), 100, False, False, 55, 0, True)
+    assert balance.share_of(pid("a")) == PeriodShare(pid("a"), 100, False, False, 55, 0, True, 45)
 
 
 def test_the_45_hours_of_q1_2022_go_to_the_first_accepted_hours() -> None:
@@ -320,3 +321,75 @@ def test_a_dmfa_in_a_neutralised_quarter_is_neutralised_too() -> None:
     student.do(dmfa("w", EMPLOYER_A, 2021, 3, 80))
     balance = student.balance(2021)
     assert (balance.used, balance.neutralised_hours, balance.remaining) == (0, 80, 475)
+
+
+# ------------------------------------------------- neutralised per declaration, in order
+
+OCT_2020 = (date(2020, 10, 5), date(2020, 10, 30))
+NOV_2020 = (date(2020, 11, 2), date(2020, 11, 27))
+
+
+def test_a_cancelled_declaration_does_not_decide_the_sector_of_the_others() -> None:
+    student = Student()
+    student.do(declare("shop", EMPLOYER_A, *OCT_2020, 30, joint_commission="200"))
+    student.do(cancel("x", EMPLOYER_A, "shop"))
+    student.do(declare("care", EMPLOYER_A, *NOV_2020, 40, joint_commission="330"))
+    balance = student.balance(2020)
+    assert (balance.used, balance.neutralised_hours, balance.remaining) == (0, 40, 475)
+    assert balance.share_of(pid("care")) == PeriodShare(
+        pid("care"), 40, False, False, 0, 0, True, 40
+    )
+
+
+def test_each_declaration_is_neutralised_on_its_own_joint_commission() -> None:
+    student = Student()
+    student.do(declare("care", EMPLOYER_A, *OCT_2020, 10, joint_commission="330"))
+    student.do(declare("shop", EMPLOYER_A, *NOV_2020, 400, joint_commission="200"))
+    balance = student.balance(2020)
+    assert (balance.used, balance.neutralised_hours, balance.remaining) == (400, 10, 75)
+    (term,) = balance.terms
+    assert (term.hours, term.neutralised_hours, term.counted_hours) == (410, 10, 400)
+    assert balance.share_of(pid("care")) == PeriodShare(
+        pid("care"), 10, False, False, 0, 0, True, 10
+    )
+    assert balance.share_of(pid("shop")) == PeriodShare(
+        pid("shop"), 400, False, False, 400, 0, True, 0
+    )
+
+
+def test_the_45_hours_of_q1_2022_follow_acceptance_across_employers() -> None:
+    # A 10, B 40, then A raises by 100: the raise queues behind B, so the first 45
+    # hours accepted are A's 10 and 35 of B's.
+    student = Student()
+    student.do(declare("a", EMPLOYER_A, date(2022, 1, 3), date(2022, 1, 28), 10))
+    student.do(declare("b", EMPLOYER_B, date(2022, 2, 1), date(2022, 2, 25), 40))
+    student.do(update("u", EMPLOYER_A, "a", date(2022, 1, 28), 110))
+    balance = student.balance(2022)
+    neutralised = {t.employer: t.neutralised_hours for t in balance.terms}
+    assert neutralised == {EMPLOYER_A: 10, EMPLOYER_B: 35}
+    assert (balance.used, balance.neutralised_hours, balance.remaining) == (105, 45, 370)
+    assert balance.share_of(pid("a")) == PeriodShare(pid("a"), 110, False, False, 100, 0, True, 10)
+    assert balance.share_of(pid("b")) == PeriodShare(pid("b"), 40, False, False, 5, 0, True, 35)
+
+
+def test_a_dmfa_keeps_the_sector_of_each_declaration_it_replaces() -> None:
+    student = Student()
+    student.do(declare("care", EMPLOYER_A, *OCT_2020, 10, joint_commission="330"))
+    student.do(declare("shop", EMPLOYER_A, *NOV_2020, 400, joint_commission="200"))
+    student.do(dmfa("w", EMPLOYER_A, 2020, 4, 300))
+    (term,) = student.balance(2020).terms
+    assert (term.hours, term.neutralised_hours, term.counted_hours) == (300, 10, 290)
+
+
+def test_a_dmfa_only_group_takes_the_employers_commission_of_record() -> None:
+    # No declaration of A in Q2 2021, but A declared the student in care (330) in Q1.
+    student = Student()
+    student.do(
+        declare("q1", EMPLOYER_A, date(2021, 2, 1), date(2021, 2, 26), 20, joint_commission="330")
+    )
+    student.do(dmfa("w", EMPLOYER_A, 2021, 2, 60))
+    student.do(dmfa("w2", EMPLOYER_B, 2021, 2, 70))  # no sector known for B
+    balance = student.balance(2021)
+    neutralised = {(t.employer, t.quarter): t.neutralised_hours for t in balance.terms}
+    assert neutralised == {(EMPLOYER_A, 1): 20, (EMPLOYER_A, 2): 60, (EMPLOYER_B, 2): 0}
+    assert (balance.used, balance.remaining) == (70, 405)

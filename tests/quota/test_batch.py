@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 
 from quota import (
@@ -9,11 +10,20 @@ from quota import (
     QuotaRules,
     Status,
     StudentLedger,
+    Tranche,
     apply_batch,
     compute_balance,
     period_id_for,
 )
-from tests.quota.builders import DEFAULT_RULES, EMPLOYER_A, EMPLOYER_B, declare, dmfa, update
+from tests.quota.builders import (
+    DEFAULT_RULES,
+    EMPLOYER_A,
+    EMPLOYER_B,
+    cancel,
+    declare,
+    dmfa,
+    update,
+)
 
 ANNA = "93051822361"
 BERT = "85073003328"
@@ -89,3 +99,35 @@ def test_batch_balances_use_the_rules_given() -> None:
     assert [(b.quota, b.used, b.remaining, b.ordinary_hours) for b in result.balances] == [
         (100, 130, 0, 30)
     ]
+
+
+def test_a_dmfa_stored_without_its_places_gets_them_before_anything_changes() -> None:
+    # A report stored before migration 0006 (no places): the first batch that touches
+    # the student fixes the places the balance derives, so that cancelling a declaration
+    # the DmfA replaced cannot move the DmfA's hours afterwards.
+    rules = QuotaRules({2026: 475}, ())
+    ledger = StudentLedger(ANNA)
+    ledgers = {ANNA: ledger}
+    apply_batch(
+        ledgers,
+        [
+            (ANNA, declare("a", EMPLOYER_A, date(2026, 1, 5), date(2026, 1, 30), 300)),
+            (ANNA, declare("b", EMPLOYER_B, date(2026, 4, 1), date(2026, 4, 30), 200)),
+            (ANNA, dmfa("w", EMPLOYER_A, 2026, 1, 300)),
+        ],
+        set(),
+        rules,
+    )
+    key = (EMPLOYER_A, 2026, 1)
+    ledger.wage_reports[key] = replace(ledger.wage_reports[key], tranches=None)
+    ledger.mark_saved()
+    before = compute_balance(ledger, 2026, rules)
+
+    apply_batch(ledgers, [(ANNA, cancel("c", EMPLOYER_A, "a"))], set(), rules)
+    assert ledger.wage_reports[key].tranches == (Tranche(1, 300),)
+    assert key in ledger.changed_reports
+    after = compute_balance(ledger, 2026, rules)
+    assert [(t.employer, t.reduced_hours, t.ordinary_hours) for t in after.terms] == [
+        (t.employer, t.reduced_hours, t.ordinary_hours) for t in before.terms
+    ]
+    assert after.share_of(period_id_for("b")) == before.share_of(period_id_for("b"))

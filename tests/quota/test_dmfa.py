@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 
 import pytest
@@ -14,6 +15,7 @@ from quota import (
     ReportWages,
     Status,
     TermSource,
+    Tranche,
     WageReport,
     period_id_for,
 )
@@ -26,6 +28,7 @@ from tests.quota.builders import (
     cancel,
     declare,
     dmfa,
+    update,
     utc,
 )
 
@@ -145,7 +148,7 @@ def test_dmfa_without_a_declaration_counts_with_a_warning() -> None:
     assert (anomaly.code, anomaly.hours) == (AnomalyCode.DMFA_WITHOUT_DECLARATION, 40)
     assert "40 hours" in anomaly.text
     assert student.ledger.wage_reports[(EMPLOYER_A, 2026, 3)] == WageReport(
-        EMPLOYER_A, 2026, 3, 40, 64_000, received, "w", 1
+        EMPLOYER_A, 2026, 3, 40, 64_000, received, "w", 1, (Tranche(1, 40),)
     )
     balance = student.balance(2026)
     assert (balance.used, balance.remaining) == (40, 610)
@@ -218,18 +221,186 @@ def test_cancelling_after_the_dmfa_leaves_the_actual_hours_counting() -> None:
     assert student.balance(2026).used == 26
 
 
-def test_dmfa_replaces_late_planned_hours_too() -> None:
-    # The method of DOMAIN.md section 3: DmfA hours when a DmfA exists, whatever the
-    # declarations were; late planned hours only stay out of the quota until then.
-    student = Student()
-    student.do(
+def test_the_literal_reading_counts_the_dmfa_hours_late_ones_included() -> None:
+    # QuotaRules.dmfa_counts_late_hours keeps the older reading of DOMAIN.md section 3:
+    # DmfA hours as they are, whatever the declarations were; late planned hours only
+    # stay out of the quota until then.
+    student = Student(QuotaRules(dmfa_counts_late_hours=True))
+    late = student.do(
         declare("a", EMPLOYER_A, JULY_1, JULY_31, 30, received_at=brussels(date(2026, 7, 3)))
     )
+    assert "until the quarterly declaration (DmfA) arrives" in late.anomalies[0].text
     assert (student.balance(2026).used, student.balance(2026).late_hours) == (0, 30)
     student.do(dmfa("w", EMPLOYER_A, 2026, 3, 28))
     balance = student.balance(2026)
     assert (balance.used, balance.late_hours) == (28, 30)
-    assert balance.terms[0].source is TermSource.DMFA
+    (term,) = balance.terms
+    assert (term.source, term.hours, term.late_deducted_hours) == (TermSource.DMFA, 28, 0)
+
+
+# ------------------------------------------------- late hours stay outside after the DmfA
+
+LATE = brussels(date(2026, 7, 3))
+
+
+def test_late_hours_stay_outside_the_quota_after_the_dmfa() -> None:
+    # The example: 100 late + 50 on time, then a DmfA of 150: 50 count.
+    student = Student()
+    late = student.do(declare("late", EMPLOYER_A, JULY_1, JULY_31, 100, received_at=LATE))
+    assert "also once the quarterly declaration (DmfA) arrives" in late.anomalies[0].text
+    student.do(declare("on-time", EMPLOYER_A, date(2026, 8, 3), date(2026, 8, 28), 50))
+    student.do(dmfa("w", EMPLOYER_A, 2026, 3, 150))
+
+    balance = student.balance(2026)
+    assert (balance.used, balance.remaining, balance.late_hours) == (50, 600, 100)
+    assert (balance.reduced_hours, balance.ordinary_hours) == (50, 0)
+    (term,) = balance.terms
+    assert (term.source, term.dmfa_hours, term.hours, term.counted_hours) == (
+        TermSource.DMFA,
+        150,
+        50,
+        50,
+    )
+    assert (term.late_hours, term.late_deducted_hours) == (100, 100)
+    assert (term.reduced_hours, term.ordinary_hours) == (50, 0)
+    # The late declaration keeps its hours at ordinary contributions, as its answer said.
+    assert balance.share_of(period_id_for("late")) == PeriodShare(
+        period_id_for("late"), 100, True, False, 0, 100, False
+    )
+
+
+def test_a_dmfa_below_the_late_hours_counts_nothing() -> None:
+    student = Student()
+    student.do(declare("late", EMPLOYER_A, JULY_1, JULY_31, 100, received_at=LATE))
+    student.do(dmfa("w", EMPLOYER_A, 2026, 3, 80))
+    (term,) = student.balance(2026).terms
+    assert (term.hours, term.late_deducted_hours) == (0, 80)
+    assert student.balance(2026).used == 0
+
+
+def test_a_late_declaration_after_the_dmfa_comes_out_of_its_hours() -> None:
+    student = Student()
+    _july_30(student)
+    student.do(dmfa("w", EMPLOYER_A, 2026, 3, 50))
+    assert student.balance(2026).used == 50
+    student.do(
+        declare(
+            "late",
+            EMPLOYER_A,
+            date(2026, 8, 3),
+            date(2026, 8, 7),
+            20,
+            received_at=brussels(date(2026, 8, 5)),
+        )
+    )
+    assert student.balance(2026).used == 30
+
+
+def test_hours_of_a_cancelled_late_declaration_come_back_behind_the_queue() -> None:
+    # Cancelling the late declaration makes its hours in the DmfA count again: they
+    # queue behind B, accepted before the cancellation, like any hours added later.
+    student = Student(RULES_475)
+    april = brussels(date(2021, 4, 3))
+    student.do(
+        declare("late", EMPLOYER_A, date(2021, 4, 1), date(2021, 4, 30), 100, received_at=april)
+    )
+    student.do(declare("a", EMPLOYER_A, date(2021, 5, 3), date(2021, 5, 28), 50))
+    student.do(dmfa("w", EMPLOYER_A, 2021, 2, 150))
+    b = student.do(declare("b", EMPLOYER_B, date(2021, 7, 1), date(2021, 7, 31), 425))
+    assert (b.status, b.reduced_hours, b.ordinary_hours) == (Status.ACCEPTED, 425, 0)
+
+    student.do(cancel("c", EMPLOYER_A, "late"))
+    balance = student.balance(2021)
+    assert balance.used == 575
+    assert balance.share_of(period_id_for("b")) == PeriodShare(
+        period_id_for("b"), 425, False, False, 425, 0, True
+    )
+    by_employer = {t.employer: (t.hours, t.reduced_hours, t.ordinary_hours) for t in balance.terms}
+    assert by_employer == {EMPLOYER_A: (150, 50, 100), EMPLOYER_B: (425, 425, 0)}
+
+
+# ------------------------------------------------------- no later message reorders the queue
+
+
+def test_the_extra_hours_of_a_dmfa_queue_behind_everything_accepted_before_it() -> None:
+    # The example: B's answer confirmed 175 reduced-rate hours; A's DmfA of 475
+    # (175 more than planned) must not take them.
+    student = Student(RULES_475)
+    student.do(declare("a", EMPLOYER_A, date(2021, 1, 4), date(2021, 1, 31), 300))
+    b = student.do(declare("b", EMPLOYER_B, date(2021, 4, 1), date(2021, 4, 30), 200))
+    assert (b.reduced_hours, b.ordinary_hours) == (175, 25)
+
+    student.do(dmfa("w", EMPLOYER_A, 2021, 1, 475))
+    balance = student.balance(2021)
+    assert balance.share_of(period_id_for("b")) == PeriodShare(
+        period_id_for("b"), 200, False, False, 175, 25, True
+    )
+    by_employer = {t.employer: (t.hours, t.reduced_hours, t.ordinary_hours) for t in balance.terms}
+    assert by_employer == {EMPLOYER_A: (475, 300, 175), EMPLOYER_B: (200, 175, 25)}
+    assert (balance.used, balance.reduced_hours, balance.ordinary_hours) == (675, 475, 200)
+    assert student.ledger.wage_reports[(EMPLOYER_A, 2021, 1)].tranches == (
+        Tranche(1, 300),
+        Tranche(3, 175),
+    )
+
+
+def test_the_hours_a_dmfa_confirms_keep_their_place() -> None:
+    student = Student(RULES_475)
+    student.do(declare("a", EMPLOYER_A, date(2021, 1, 4), date(2021, 1, 31), 100))
+    student.do(declare("b", EMPLOYER_B, date(2021, 4, 1), date(2021, 4, 30), 500))
+    # A's actual hours exceed its planned ones: the 100 it planned still come before B,
+    # the 100 more queue behind B.
+    student.do(dmfa("w", EMPLOYER_A, 2021, 1, 200))
+    balance = student.balance(2021)
+    by_employer = {t.employer: (t.reduced_hours, t.ordinary_hours) for t in balance.terms}
+    assert by_employer == {EMPLOYER_A: (100, 100), EMPLOYER_B: (375, 125)}
+    assert [t.employer for t in balance.terms] == [EMPLOYER_A, EMPLOYER_B]
+
+
+def test_fewer_dmfa_hours_free_the_most_recent_places_first() -> None:
+    student = Student(RULES_475)
+    student.do(declare("a", EMPLOYER_A, date(2021, 1, 4), date(2021, 1, 31), 100))
+    student.do(declare("b", EMPLOYER_B, date(2021, 4, 1), date(2021, 4, 30), 300))
+    raised = student.do(update("u", EMPLOYER_A, "a", date(2021, 1, 31), 200))
+    assert (raised.reduced_hours, raised.ordinary_hours) == (175, 25)
+    # 150 worked: the 50 raised last are freed, the 100 first planned keep their place.
+    student.do(dmfa("w", EMPLOYER_A, 2021, 1, 150))
+    assert student.ledger.wage_reports[(EMPLOYER_A, 2021, 1)].tranches == (
+        Tranche(1, 100),
+        Tranche(3, 50),
+    )
+    balance = student.balance(2021)
+    by_employer = {t.employer: (t.reduced_hours, t.ordinary_hours) for t in balance.terms}
+    assert by_employer == {EMPLOYER_A: (150, 0), EMPLOYER_B: (300, 0)}
+    assert balance.remaining == 25
+
+
+def test_a_corrected_dmfa_queues_the_hours_it_adds_at_the_back() -> None:
+    student = Student(RULES_475)
+    student.do(declare("a", EMPLOYER_A, date(2021, 1, 4), date(2021, 1, 31), 300))
+    student.do(dmfa("w1", EMPLOYER_A, 2021, 1, 300))
+    b = student.do(declare("b", EMPLOYER_B, date(2021, 4, 1), date(2021, 4, 30), 175))
+    assert (b.reduced_hours, b.ordinary_hours) == (175, 0)
+
+    student.do(dmfa("w2", EMPLOYER_A, 2021, 1, 400))
+    balance = student.balance(2021)
+    by_employer = {t.employer: (t.reduced_hours, t.ordinary_hours) for t in balance.terms}
+    assert by_employer == {EMPLOYER_A: (300, 100), EMPLOYER_B: (175, 0)}
+    report = student.ledger.wage_reports[(EMPLOYER_A, 2021, 1)]
+    assert (report.seq, report.tranches) == (2, (Tranche(1, 300), Tranche(4, 100)))
+
+
+def test_a_dmfa_stored_before_its_places_were_kept_gets_them_from_the_declarations() -> None:
+    # Reports stored before migration 0006 have no places: the declared places the DmfA
+    # found, the rest at its own rank.
+    student = Student(RULES_475)
+    student.do(declare("a", EMPLOYER_A, date(2021, 1, 4), date(2021, 1, 31), 300))
+    student.do(declare("b", EMPLOYER_B, date(2021, 4, 1), date(2021, 4, 30), 200))
+    student.do(dmfa("w", EMPLOYER_A, 2021, 1, 475))
+    key = (EMPLOYER_A, 2021, 1)
+    with_places = student.balance(2021)
+    student.ledger.wage_reports[key] = replace(student.ledger.wage_reports[key], tranches=None)
+    assert student.balance(2021) == with_places
 
 
 def test_freed_hours_of_a_dmfa_go_to_the_next_declaration_in_order() -> None:
@@ -242,25 +413,6 @@ def test_freed_hours_of_a_dmfa_go_to_the_next_declaration_in_order() -> None:
     assert balance.share_of(period_id_for("b")) == PeriodShare(
         period_id_for("b"), 200, False, False, 195, 5, True
     )
-
-
-def test_dmfa_keeps_the_place_of_the_groups_first_declaration() -> None:
-    student = Student(RULES_475)
-    student.do(declare("a", EMPLOYER_A, date(2021, 1, 4), date(2021, 1, 31), 100))
-    student.do(declare("b", EMPLOYER_B, date(2021, 4, 1), date(2021, 4, 30), 500))
-    # A's actual hours exceed its planned ones: they still queue before B.
-    student.do(dmfa("w", EMPLOYER_A, 2021, 1, 200))
-    balance = student.balance(2021)
-    by_employer = {t.employer: t for t in balance.terms}
-    assert (by_employer[EMPLOYER_A].reduced_hours, by_employer[EMPLOYER_A].ordinary_hours) == (
-        200,
-        0,
-    )
-    assert (by_employer[EMPLOYER_B].reduced_hours, by_employer[EMPLOYER_B].ordinary_hours) == (
-        275,
-        225,
-    )
-    assert [t.employer for t in balance.terms] == [EMPLOYER_A, EMPLOYER_B]
 
 
 def test_a_declaration_after_a_dmfa_does_not_move_the_dmfa_back_in_the_queue() -> None:

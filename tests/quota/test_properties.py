@@ -9,6 +9,7 @@ of the default rules into play, 2026 has none.
 
 from __future__ import annotations
 
+import calendar
 import copy
 from collections import defaultdict
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from itertools import pairwise
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from quota import (
@@ -39,6 +40,7 @@ from quota import (
     period_id_for,
 )
 from quota.calendar import quarter_end, quarter_of, quarter_start
+from quota.ledger import shrink_tranches
 from tests.quota.builders import (
     EMPLOYER_A,
     EMPLOYER_B,
@@ -270,23 +272,33 @@ def _rule_quarters(rules: QuotaRules) -> set[tuple[int, int]]:
     return {(rule.year, rule.quarter) for rule in rules.neutralisations}
 
 
+def _late_in_force(ledger: StudentLedger, employer: str, year: int, quarter: int) -> int:
+    return sum(
+        p.planned_hours
+        for p in ledger.periods.values()
+        if (p.employer, p.year, p.quarter) == (employer, year, quarter) and p.in_force and p.late
+    )
+
+
 def _first_come_first_served(
     ledger: StudentLedger, year: int, quota: int
 ) -> dict[tuple[str, int], int]:
-    """An independent reading of the queue, for years without neutralised hours."""
+    """An independent reading of the queue, for years without neutralised hours: every
+    on-time tranche of a group without DmfA at its own rank, every place a DmfA keeps
+    at its own rank less the late hours, taken from the back."""
     queue: list[tuple[int, int, tuple[str, int]]] = []
-    groups: dict[tuple[str, int], list[int]] = defaultdict(list)
-    for period in ledger.periods.values():
-        if period.year == year and period.in_force and not period.late:
-            groups[(period.employer, period.quarter)].append(period.accepted_seq)
-    for (employer, report_year, quarter), report in ledger.wage_reports.items():
-        if report_year == year:
-            rank = min([*groups.pop((employer, quarter), []), report.seq])
-            queue.append((rank, report.hours_worked, (employer, quarter)))
+    reported = {(employer, quarter) for employer, y, quarter in ledger.wage_reports if y == year}
     for period in ledger.periods.values():
         key = (period.employer, period.quarter)
-        if key in groups and period.year == year and period.in_force and not period.late:
+        if period.year == year and period.in_force and not period.late and key not in reported:
             queue.extend((t.seq, t.hours, key) for t in period.tranches)
+    for (employer, report_year, quarter), report in ledger.wage_reports.items():
+        if report_year != year:
+            continue
+        assert report.tranches is not None
+        late = min(report.hours_worked, _late_in_force(ledger, employer, year, quarter))
+        places = shrink_tranches(report.tranches, late)
+        queue.extend((t.seq, t.hours, (employer, quarter)) for t in places)
     room = quota
     reduced: dict[tuple[str, int], int] = defaultdict(int)
     for _seq, hours, key in sorted(queue):
@@ -337,7 +349,17 @@ def _check_balance(ledger: StudentLedger, balance: Balance) -> None:
             assert sum(s.reduced_hours for s in counted) == term.reduced_hours
             assert sum(s.ordinary_hours for s in counted) == term.ordinary_hours
         else:
-            assert (term.source, term.hours) == (TermSource.DMFA, report.hours_worked)
+            # The late hours stay outside the quota after the DmfA too.
+            late = min(report.hours_worked, term.late_hours)
+            assert (term.source, term.hours) == (TermSource.DMFA, report.hours_worked - late)
+            assert term.late_deducted_hours == late
+            # The places a DmfA keeps hold its hours exactly, each once, all of them
+            # taken before the ledger's next rank.
+            assert report.tranches is not None
+            assert sum(t.hours for t in report.tranches) == report.hours_worked
+            seqs = [t.seq for t in report.tranches]
+            assert seqs == sorted(set(seqs))
+            assert all(t.hours > 0 and t.seq < ledger.next_seq for t in report.tranches)
             assert (term.dmfa_hours, term.gross_wage_cents) == (
                 report.hours_worked,
                 report.gross_wage_cents,
@@ -363,7 +385,34 @@ def _check_balance(ledger: StudentLedger, balance: Balance) -> None:
 
 
 def _codes(anomalies: tuple[Anomaly, ...]) -> list[AnomalyCode]:
-    return [a.code for a in anomalies]
+    """The codes of the anomalies, but the 12-month warning (checked on its own)."""
+    return [a.code for a in anomalies if a.code is not AnomalyCode.TWELVE_MONTHS_IN_A_ROW]
+
+
+def _over_twelve_months(ledger: StudentLedger, period_id: str) -> bool:
+    """Independently of :mod:`quota.employment`: the days the period's employer covers
+    without interruption around the period, longer than 12 months?"""
+    period = ledger.periods[period_id]
+    days: set[date] = set()
+    for p in ledger.periods.values():
+        if p.employer == period.employer and p.in_force:
+            days.update(p.start + timedelta(n) for n in range((p.end - p.start).days + 1))
+    first = last = period.start
+    while first - timedelta(1) in days:
+        first -= timedelta(1)
+    while last + timedelta(1) in days:
+        last += timedelta(1)
+    month = first.month + 12
+    year, month = first.year + (month - 1) // 12, (month - 1) % 12 + 1
+    day = min(first.day, calendar.monthrange(year, month)[1])
+    return last >= date(year, month, day)
+
+
+def _deducted(balance: Balance, employer: str, quarter: int) -> int:
+    for term in balance.terms:
+        if (term.employer, term.quarter) == (employer, quarter):
+            return term.late_deducted_hours
+    return 0
 
 
 @settings(PROPERTY_SETTINGS, max_examples=300)
@@ -405,13 +454,22 @@ def test_balances_and_answers_stay_consistent_after_every_command(stream: Stream
         for balance_year in ledger.years():
             _check_balance(ledger, compute_balance(ledger, balance_year, RULES))
         balance = compute_balance(ledger, year, RULES)
-        # No neutralisation rule for the quarter: the hours count one for one.
-        plain = where not in _rule_quarters(RULES)
+        # No neutralisation rule for the quarter: the hours count one for one. Where a
+        # sector rule applies in the year, a declaration may also tell the sector of its
+        # employer's DmfA hours of another quarter (its commission of record), and so
+        # neutralise them.
+        plain = where not in _rule_quarters(RULES) and not (
+            isinstance(command, DeclarePeriod)
+            and command.joint_commission is not None
+            and any(r.year == year and r.joint_commissions for r in RULES.neutralisations)
+        )
 
         if isinstance(command, DeclarePeriod | UpdatePeriod):
             period = ledger.periods[decision.period_id or ""]
             share = balance.share_of(period.period_id)
             assert share is not None
+            warned = [a for a in decision.anomalies if a.code is AnomalyCode.TWELVE_MONTHS_IN_A_ROW]
+            assert len(warned) == _over_twelve_months(ledger, period.period_id)
             if period.late:
                 assert isinstance(command, DeclarePeriod)
                 assert _codes(decision.anomalies) == [AnomalyCode.LATE_DECLARATION]
@@ -419,10 +477,13 @@ def test_balances_and_answers_stay_consistent_after_every_command(stream: Stream
                     0,
                     command.planned_hours,
                 )
-                # Where a sector rule applies, a declaration may tell the group's sector
-                # (and so neutralise its other hours); elsewhere it counts nothing.
+                # A late declaration counts nothing; after the DmfA of its group, its hours
+                # come out of the DmfA hours.
                 if plain:
-                    assert balance.used == previous.used
+                    more = _deducted(balance, period.employer, period.quarter) - _deducted(
+                        previous, period.employer, period.quarter
+                    )
+                    assert balance.used == previous.used - more
             elif not share.counted:
                 assert _codes(decision.anomalies) == [AnomalyCode.DMFA_ALREADY_RECEIVED]
                 assert (decision.reduced_hours, decision.ordinary_hours) == (0, 0)
@@ -435,17 +496,16 @@ def test_balances_and_answers_stay_consistent_after_every_command(stream: Stream
                     share.ordinary_hours,
                 )
                 assert period.planned_hours == command.planned_hours
-                if decision.anomalies:
-                    (anomaly,) = decision.anomalies
+                exceeded = [a for a in decision.anomalies if a not in warned]
+                if exceeded:
+                    (anomaly,) = exceeded
                     assert anomaly.code is AnomalyCode.QUOTA_EXCEEDED
                     assert anomaly.hours is not None and anomaly.hours > 0
                     assert anomaly.hours <= decision.ordinary_hours
                     assert f"exceeding {anomaly.hours} hours" in anomaly.text
                 if isinstance(command, DeclarePeriod):
                     # A new declaration queues last: its only excess is its own.
-                    assert decision.ordinary_hours == (
-                        decision.anomalies[0].hours if decision.anomalies else 0
-                    )
+                    assert decision.ordinary_hours == (exceeded[0].hours if exceeded else 0)
                     if plain:
                         assert decision.reduced_hours + decision.ordinary_hours == (
                             command.planned_hours
@@ -459,7 +519,7 @@ def test_balances_and_answers_stay_consistent_after_every_command(stream: Stream
                     delta = command.planned_hours - target.planned_hours
                     assert balance.used == previous.used + delta
                     if delta <= 0:
-                        assert decision.anomalies == ()
+                        assert exceeded == []
                         assert balance.remaining >= previous.remaining
         elif isinstance(command, CancelPeriod):
             assert target is not None
@@ -467,9 +527,18 @@ def test_balances_and_answers_stay_consistent_after_every_command(stream: Stream
             assert (decision.reduced_hours, decision.ordinary_hours) == (0, 0)
             if plain:
                 group_has_dmfa = (target.employer, year, target.quarter) in ledger.wage_reports
-                freed = 0 if target.late or group_has_dmfa else target.planned_hours
-                assert balance.used == previous.used - freed
-                assert balance.remaining >= previous.remaining
+                if group_has_dmfa:
+                    # Cancelling a late declaration gives its hours in the DmfA back.
+                    back = _deducted(previous, target.employer, target.quarter) - _deducted(
+                        balance, target.employer, target.quarter
+                    )
+                    assert back >= 0
+                    assert back == 0 or target.late
+                    assert balance.used == previous.used + back
+                else:
+                    freed = 0 if target.late else target.planned_hours
+                    assert balance.used == previous.used - freed
+                    assert balance.remaining >= previous.remaining
         else:
             assert isinstance(command, ReportWages)
             report = ledger.wage_reports[(command.employer, command.year, command.quarter)]
@@ -485,3 +554,109 @@ def test_balances_and_answers_stay_consistent_after_every_command(stream: Stream
             )
             expected = [] if declared else [AnomalyCode.DMFA_WITHOUT_DECLARATION]
             assert _codes(decision.anomalies) == expected
+
+
+# ---------------------------------------------------------------- no later reordering
+
+
+@dataclass(frozen=True)
+class _Confirmed:
+    """What the last answer about a period said: its employer and its split."""
+
+    employer: str
+    reduced: int
+    ordinary: int
+
+
+def _on_time(day: date) -> datetime:
+    return datetime.combine(day - timedelta(days=1), time(9), tzinfo=UTC)
+
+
+#: The issue's example with the 2026 quota of 300: B's answer gives 100 reduced-rate
+#: hours; A's DmfA then reports 100 hours more than A planned.
+_DMFA_ABOVE_PLANNED: Stream = [
+    (
+        SSINS[0],
+        DeclarePeriod(
+            "a",
+            EMPLOYER_A,
+            EMPLOYER_A,
+            date(2026, 2, 2),
+            date(2026, 2, 27),
+            200,
+            _on_time(date(2026, 2, 2)),
+        ),
+    ),
+    (
+        SSINS[0],
+        DeclarePeriod(
+            "b",
+            EMPLOYER_B,
+            EMPLOYER_B,
+            date(2026, 4, 1),
+            date(2026, 4, 30),
+            150,
+            _on_time(date(2026, 4, 1)),
+        ),
+    ),
+    (
+        SSINS[0],
+        ReportWages("w", EMPLOYER_A, 2026, 1, 300, 1_000, datetime(2026, 4, 20, 9, tzinfo=UTC)),
+    ),
+]
+
+
+@settings(PROPERTY_SETTINGS, max_examples=300)
+@given(stream=streams(max_size=30))
+@example(stream=_DMFA_ABOVE_PLANNED)
+def test_hours_an_answer_confirmed_at_the_reduced_rate_stay_there_whatever_others_send(
+    stream: Stream,
+) -> None:
+    """No message of another employer takes reduced-rate hours from a period whose
+    answer confirmed them: everything it adds (declarations, raises, DmfA hours beyond
+    the declared ones, late hours coming back) queues behind.
+
+    Its reduced hours may only become neutralised (a neutralisation rule walks the same
+    queue: when hours before it go, the first 45 hours of Q1 2022 reach further), never
+    ordinary; in a year without neutralisation rules they never decrease at all.
+    """
+    ledgers: dict[str, StudentLedger] = {}
+    confirmed: dict[tuple[str, str], _Confirmed] = {}
+    for ssin, command in stream:
+        ledger = ledgers.setdefault(ssin, StudentLedger(ssin))
+        decision = apply(ledger, command, RULES)
+        if decision.refused:
+            continue
+        if isinstance(command, DeclarePeriod | UpdatePeriod | CancelPeriod):
+            key = (ssin, decision.period_id or "")
+            confirmed.pop(key, None)
+            period = ledger.periods[key[1]]
+            share = compute_balance(ledger, period.year, RULES).share_of(period.period_id)
+            if not isinstance(command, CancelPeriod) and share is not None and share.counted:
+                assert (share.reduced_hours, share.ordinary_hours) == (
+                    decision.reduced_hours,
+                    decision.ordinary_hours,
+                )
+                confirmed[key] = _Confirmed(
+                    command.employer, decision.reduced_hours, decision.ordinary_hours
+                )
+        for (owner, period_id), answer in list(confirmed.items()):
+            if owner != ssin:
+                continue
+            period = ledger.periods[period_id]
+            share = compute_balance(ledger, period.year, RULES).share_of(period_id)
+            assert share is not None
+            if answer.employer == command.employer:
+                # The period's own employer may change it (a DmfA replaces its hours, an
+                # update raises them behind others): what stands now is the reference.
+                if share.counted:
+                    confirmed[(owner, period_id)] = _Confirmed(
+                        answer.employer, share.reduced_hours, share.ordinary_hours
+                    )
+                else:
+                    del confirmed[(owner, period_id)]
+                continue
+            assert share.counted
+            assert share.ordinary_hours <= answer.ordinary
+            if not any(rule.year == period.year for rule in RULES.neutralisations):
+                assert share.reduced_hours >= answer.reduced

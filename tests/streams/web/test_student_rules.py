@@ -151,3 +151,131 @@ def test_neutralised_and_cancelled_hours_are_explained() -> None:
     assert statuses == {2: "not_expected", 3: "awaiting"}
     assert (detail.used, detail.remaining, detail.neutralised_hours) == (0, 475, 50)
     assert detail.checks == []
+
+
+def _late_and_on_time_then_dmfa(rules: QuotaRules) -> StudentLedger:
+    """The issue's example: 100 hours declared late, 50 on time, a DmfA of 150."""
+    ledger = StudentLedger(STUDENT)
+    late = datetime(2026, 7, 3, 7, tzinfo=UTC)
+    apply(
+        ledger,
+        DeclarePeriod("l", EMPLOYER_A, EMPLOYER_A, date(2026, 7, 1), date(2026, 7, 31), 100, late),
+        rules,
+    )
+    apply(
+        ledger,
+        DeclarePeriod(
+            "o", EMPLOYER_A, EMPLOYER_A, date(2026, 8, 3), date(2026, 8, 28), 50, ON_TIME
+        ),
+        rules,
+    )
+    apply(
+        ledger,
+        ReportWages("w", EMPLOYER_A, 2026, 3, 150, 240_000, datetime(2026, 10, 20, tzinfo=UTC)),
+        rules,
+    )
+    return ledger
+
+
+def test_late_hours_taken_out_of_the_dmfa_are_explained() -> None:
+    rules = QuotaRules()
+    ledger = _late_and_on_time_then_dmfa(rules)
+    detail = year_detail(ledger, compute_balance(ledger, 2026, rules), date(2026, 11, 26))
+    assert (detail.used, detail.remaining, detail.late_hours) == (50, 600, 100)
+    (term,) = detail.terms
+    assert (term.hours, term.late_hours, term.late_deducted_hours, term.counted_hours) == (
+        50,
+        100,
+        100,
+        50,
+    )
+    assert term.text == (
+        "Employer 0123.456.749, Q3: 150 hours worked (DmfA) replace 50 planned; 100 hours of "
+        "them declared late, outside the quota (ordinary contributions); gross wage "
+        "EUR 2,400.00; 50 hours counted"
+    )
+    assert detail.explanation == (
+        "2026: quota 650 hours, 50 hours used, 600 hours remaining. 100 hours declared late "
+        "are outside the quota."
+    )
+
+
+def test_the_literal_reading_says_the_late_hours_count_in_the_dmfa() -> None:
+    rules = QuotaRules(dmfa_counts_late_hours=True)
+    ledger = _late_and_on_time_then_dmfa(rules)
+    detail = year_detail(ledger, compute_balance(ledger, 2026, rules), date(2026, 11, 26))
+    assert (detail.used, detail.terms[0].late_deducted_hours) == (150, 0)
+    assert detail.terms[0].text == (
+        "Employer 0123.456.749, Q3: 150 hours worked (DmfA) replace 50 planned; the DmfA "
+        "hours count as reported, the 100 hours declared late included; gross wage "
+        "EUR 2,400.00; 150 hours counted"
+    )
+    assert detail.explanation == (
+        "2026: quota 650 hours, 150 hours used, 500 hours remaining. 100 hours declared late "
+        "count all the same: the DmfA hours that include them count as reported."
+    )
+
+
+def test_neutralised_hours_are_shown_per_declaration() -> None:
+    ledger = StudentLedger(STUDENT)
+    rules = QuotaRules()
+    received = datetime(2020, 9, 1, 7, tzinfo=UTC)
+    for event, start, end, hours, jc in [
+        ("care", date(2020, 10, 5), date(2020, 10, 30), 10, "330"),
+        ("shop", date(2020, 11, 2), date(2020, 11, 27), 400, "200"),
+    ]:
+        apply(
+            ledger,
+            DeclarePeriod(event, EMPLOYER_A, EMPLOYER_A, start, end, hours, received, "STU", jc),
+            rules,
+        )
+    detail = year_detail(ledger, compute_balance(ledger, 2020, rules), date(2020, 12, 1))
+    (quarter,) = detail.employers[0].quarters
+    assert [
+        (d.planned_hours, d.neutralised_hours, d.reduced_hours) for d in quarter.declarations
+    ] == [
+        (10, 10, 0),
+        (400, 0, 400),
+    ]
+    assert detail.terms[0].text == (
+        "Employer 0123.456.749, Q4: 410 hours planned count until the DmfA arrives; "
+        "10 hours neutralised (not counted); 400 hours counted"
+    )
+
+
+def test_more_than_twelve_months_with_one_employer_is_shown() -> None:
+    rules = QuotaRules()
+    ledger = StudentLedger(STUDENT)
+    quarters = [
+        (date(2025, 1, 1), date(2025, 3, 31)),
+        (date(2025, 4, 1), date(2025, 6, 30)),
+        (date(2025, 7, 1), date(2025, 9, 30)),
+        (date(2025, 10, 1), date(2025, 12, 31)),
+        (date(2026, 1, 1), date(2026, 2, 15)),
+    ]
+    for number, (start, end) in enumerate(quarters):
+        received = datetime(start.year - 1, 12, 1, tzinfo=UTC)
+        apply(
+            ledger,
+            DeclarePeriod(f"q{number}", EMPLOYER_A, EMPLOYER_A, start, end, 20, received),
+            rules,
+        )
+    history = list(ledger.periods.values())
+    this_year = StudentLedger(STUDENT, {p.period_id: p for p in history if p.year == 2026})
+    balance = compute_balance(this_year, 2026, rules)
+    detail = year_detail(this_year, balance, date(2026, 3, 1), history=history)
+    assert [(c.kind, c.quarter, c.hours, c.period_id) for c in detail.checks] == [
+        ("twelve_months_in_a_row", 1, 20, period_id_for("q4"))
+    ]
+    assert detail.checks[0].message == (
+        "Employer 0123.456.749 declared you without interruption from 1 January 2025 to "
+        "15 February 2026, more than 12 months in a row: from 1 January 2026 you are no "
+        "longer a student for this employer, and student contributions no longer apply to "
+        "this job. Ask the employer about your contract."
+    )
+    # The year before holds exactly 12 months: nothing to say about them there.
+    last_year = StudentLedger(STUDENT, {p.period_id: p for p in history if p.year == 2025})
+    before = year_detail(
+        last_year, compute_balance(last_year, 2025, rules), date(2026, 3, 1), history=history
+    )
+    assert "twelve_months_in_a_row" not in {c.kind for c in before.checks}
