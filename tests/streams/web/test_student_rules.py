@@ -265,7 +265,7 @@ def test_more_than_twelve_months_with_one_employer_is_shown() -> None:
     balance = compute_balance(this_year, 2026, rules)
     detail = year_detail(this_year, balance, date(2026, 3, 1), history=history)
     assert [(c.kind, c.quarter, c.hours, c.period_id) for c in detail.checks] == [
-        ("twelve_months_in_a_row", 1, 20, period_id_for("q4"))
+        ("twelve_months_in_a_row", 1, 20, int(period_id_for("q4")))
     ]
     assert detail.checks[0].message == (
         "Employer 0123.456.749 declared you without interruption from 1 January 2025 to "
