@@ -1,8 +1,35 @@
-# Sourced by infra/test and infra/studentwork: make .venv match uv.lock, from nothing.
+# Sourced by infra/test and infra/studentwork: make .venv match uv.lock, from nothing, and
+# install the Debian packages the local services need when they are missing.
 # Needs only the machine's python3 (3.11+); uv comes from PyPI on first use.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
+
+# debian_package PACKAGE WHY TEST...: install PACKAGE (as root, with apt-get) unless the
+# command TEST succeeds; say so, and go on without it if it cannot be installed.
+debian_package() {
+  local package="$1" why="$2"
+  shift 2
+  if "$@" >/dev/null 2>&1; then return 0; fi
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "missing Debian package $package ($why); install it, or see README.md" >&2
+    return 0
+  fi
+  echo "installing $package ($why)..." >&2
+  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$package" \
+      >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null \
+         && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+              "$package" >/dev/null; }) \
+    || echo "could not install $package" >&2
+}
+
+postgres_server() { compgen -G "/usr/lib/postgresql/*/bin/initdb" || command -v initdb; }
+# PostgreSQL is started from Debian's package unless DATABASE_URL names a server.
+if [ -z "${DATABASE_URL:-}" ]; then
+  debian_package postgresql "the local PostgreSQL server" postgres_server
+fi
+
 if ! command -v uv >/dev/null 2>&1; then
   if ! python3 -m uv --version >/dev/null 2>&1; then
     echo "installing uv (Python package manager) from PyPI..." >&2
