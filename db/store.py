@@ -208,17 +208,13 @@ async def record_applied_events(
 
 
 async def already_applied(conn: asyncpg.Connection, event_ids: Sequence[str]) -> set[str]:
-    rows = await conn.fetch(
-        "SELECT event_id FROM applied_events WHERE event_id = ANY($1::text[])", list(event_ids)
-    )
-    return {r["event_id"] for r in rows}
+    """The ids among ``event_ids`` that were applied (for ids the system makes itself)."""
+    return set(await applied_events(conn, event_ids))
 
 
 async def record_applied(conn: asyncpg.Connection, event_ids: Sequence[str]) -> None:
-    if event_ids:
-        await conn.execute(
-            "INSERT INTO applied_events (event_id) SELECT unnest($1::text[])", list(event_ids)
-        )
+    """Record ids as applied, without digest or origin (ids the system makes itself)."""
+    await record_applied_events(conn, [(event_id, None, None) for event_id in event_ids])
 
 
 async def quota_overrides(conn: asyncpg.Connection, *, exclusive: bool = False) -> dict[int, int]:

@@ -21,7 +21,7 @@ import faust
 from schemas.settings import Settings
 from schemas.topics import DIMONA, DMFA, QUOTA_CHANGES
 from streams.processor import BatchProcessor, QuotaChangeHandler
-from streams.runtime import Clock, InputLane, RawRecord, RecordHandler, WorkerState, utc_now
+from streams.runtime import Clock, InputLane, RecordHandler, WorkerState, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -29,59 +29,18 @@ log = logging.getLogger(__name__)
 _STOP_GRACE_SECONDS = 15.0
 
 
-class _LazyLedger:
-    """The ledger handlers, built once the database pool exists."""
-
-    def __init__(self, state: WorkerState) -> None:
-        self._state = state
-        self._processor: BatchProcessor | None = None
-        self._lock = asyncio.Lock()
-
-    async def processor(self) -> BatchProcessor:
-        async with self._lock:
-            if self._processor is None:
-                pool = await self._state.pool()
-                self._processor = BatchProcessor(pool, self._state.settings, self._state.clock)
-            return self._processor
-
-
-class _Declarations:
-    def __init__(self, ledger: _LazyLedger) -> None:
-        self._ledger = ledger
-
-    async def apply(self, records: Sequence[RawRecord]) -> object:
-        return await (await self._ledger.processor()).apply(records)
-
-    async def quarantine(self, record: RawRecord, error: BaseException) -> None:
-        await (await self._ledger.processor()).quarantine(record, error)
-
-
-class _QuotaChanges:
-    def __init__(self, ledger: _LazyLedger) -> None:
-        self._ledger = ledger
-
-    async def apply(self, records: Sequence[RawRecord]) -> object:
-        return await QuotaChangeHandler(await self._ledger.processor()).apply(records)
-
-    async def quarantine(self, record: RawRecord, error: BaseException) -> None:
-        await (await self._ledger.processor()).quarantine(record, error)
-
-
 def create_lanes(
-    settings: Settings, state: WorkerState, extra: dict[str, tuple[RecordHandler, int]]
+    settings: Settings, processor: BatchProcessor, extra: dict[str, tuple[RecordHandler, int]]
 ) -> list[InputLane]:
     """One lane for the ledger (Dimona, DmfA, quota changes: co-partitioned, so one
     consumer holds a student's partitions of both declaration topics), one per other
     input, so a slow PDF batch never holds a declaration back."""
-    ledger = _LazyLedger(state)
-    declarations = _Declarations(ledger)
-    lanes = [
-        InputLane(
-            "ledger",
-            settings,
-            {DIMONA: declarations, DMFA: declarations, QUOTA_CHANGES: _QuotaChanges(ledger)},
-        )
-    ]
+    handlers: dict[str, RecordHandler] = {
+        DIMONA: processor,
+        DMFA: processor,
+        QUOTA_CHANGES: QuotaChangeHandler(processor),
+    }
+    lanes = [InputLane("ledger", settings, handlers)]
     for topic, (handler, batch) in extra.items():
         lanes.append(InputLane(topic, settings, {topic: handler}, max_batch=batch))
     return lanes
@@ -132,9 +91,12 @@ def create_app(
 
     extra = attestations.register_agents(app, state, publish_rotation or no_rotation)
     extra.update({topic: (h, settings.batch_size) for topic, h in consents.handlers(state).items()})
-    lanes = create_lanes(settings, state, extra)
 
     async def run_lanes() -> None:
+        # The ledger's handlers need the pool; waiting for it here (retrying while the
+        # database is away) keeps every lane from consuming before it could apply.
+        processor = BatchProcessor(await state.pool(), settings, state.clock)
+        lanes = create_lanes(settings, processor, extra)
         consuming = [asyncio.create_task(lane.run(), name=f"lane {lane.name}") for lane in lanes]
         others = [asyncio.create_task(service(), name="service") for service in services]
         try:
@@ -154,7 +116,6 @@ def create_app(
     register_views(app, state)
 
     app.studentwork_state = state  # type: ignore[attr-defined]
-    app.studentwork_lanes = lanes  # type: ignore[attr-defined]
     return app, state
 
 

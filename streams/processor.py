@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -160,22 +160,46 @@ def dead_letter_message(
     return OutboxMessage(REJECTED, record.key, letter.to_json_bytes()), payload
 
 
+RefusalMessages = tuple[list[OutboxMessage], list[DeadLetterPayload]]
+
+
+def processing_failure(record: RawRecord, error: BaseException) -> Rejection:
+    """The refusal of a record that the runtime isolated because applying it failed."""
+    return Rejection(
+        record,
+        f"this message could not be applied ({describe_error(error)}); it was set "
+        "aside so that the rest of its batch could be applied",
+        AnomalyCode.PROCESSING_FAILED,
+    )
+
+
+async def refuse_once(
+    pool: asyncpg.Pool, rejection: Rejection, messages: Callable[[], RefusalMessages]
+) -> None:
+    """Record a rejection's id and queue its messages (with the payloads its dead letter
+    keeps in PostgreSQL), in one transaction, unless that was done before."""
+    async with pool.acquire() as conn, conn.transaction():
+        if await store.applied_events(conn, [rejection.dedupe_id]):
+            return
+        await store.record_applied_events(
+            conn, [(rejection.dedupe_id, None, rejection.record.origin)]
+        )
+        outgoing, payloads = messages()
+        await store.save_dead_letter_payloads(conn, payloads)
+        await store.enqueue(conn, outgoing)
+
+
 async def quarantine_record(
     pool: asyncpg.Pool, settings: Settings, record: RawRecord, error: BaseException, now: datetime
 ) -> None:
     """Dead-letter, once, a record that the runtime isolated because applying it failed."""
-    rejection = Rejection(
-        record,
-        f"this message could not be applied ({describe_error(error)})",
-        AnomalyCode.PROCESSING_FAILED,
-    )
-    async with pool.acquire() as conn, conn.transaction():
-        if await store.applied_events(conn, [rejection.dedupe_id]):
-            return
-        await store.record_applied_events(conn, [(rejection.dedupe_id, None, record.origin)])
-        letter, payload = dead_letter_message(rejection, settings, now)
-        await store.save_dead_letter_payloads(conn, [payload] if payload else [])
-        await store.enqueue(conn, [letter])
+    rejection = processing_failure(record, error)
+
+    def letter() -> RefusalMessages:
+        message, payload = dead_letter_message(rejection, settings, now)
+        return [message], [payload] if payload else []
+
+    await refuse_once(pool, rejection, letter)
 
 
 class BatchProcessor:
@@ -429,19 +453,12 @@ class BatchProcessor:
 
     async def quarantine(self, record: RawRecord, error: BaseException) -> None:
         """Refuse a record whose application failed permanently, exactly once."""
-        rejection = Rejection(
-            record,
-            f"this message could not be applied ({describe_error(error)}); it was set "
-            "aside so that the rest of its batch could be applied",
-            AnomalyCode.PROCESSING_FAILED,
+        await self._refuse(processing_failure(record, error))
+
+    async def _refuse(self, rejection: Rejection) -> None:
+        await refuse_once(
+            self._pool, rejection, lambda: self._rejection_messages(rejection, self._clock())
         )
-        async with self._pool.acquire() as conn, conn.transaction():
-            if await store.applied_events(conn, [rejection.dedupe_id]):
-                return
-            await store.record_applied_events(conn, [(rejection.dedupe_id, None, record.origin)])
-            messages, payloads = self._rejection_messages(rejection, self._clock())
-            await store.save_dead_letter_payloads(conn, payloads)
-            await store.enqueue(conn, messages)
 
     async def _changed_balances(
         self, conn: asyncpg.Connection, balances: Sequence[Balance], now: datetime
@@ -479,13 +496,9 @@ class BatchProcessor:
         try:
             change = QuotaChange.model_validate_json(record.value or b"")
         except ValidationError as error:
-            rejection = Rejection(record, describe_validation_error(error), refusal_code(error))
-            async with self._pool.acquire() as conn, conn.transaction():
-                if not await store.already_applied(conn, [rejection.dedupe_id]):
-                    await store.record_applied(conn, [rejection.dedupe_id])
-                    messages, payloads = self._rejection_messages(rejection, self._clock())
-                    await store.save_dead_letter_payloads(conn, payloads)
-                    await store.enqueue(conn, messages)
+            await self._refuse(
+                Rejection(record, describe_validation_error(error), refusal_code(error))
+            )
             return 0
         return await self.change_quota(change)
 

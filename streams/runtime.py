@@ -266,8 +266,6 @@ class InputLane:
         self.handlers = dict(handlers)
         self.max_batch = max_batch or settings.batch_size
         self.in_flight = asyncio.Lock()
-        self.applied = 0
-        self.quarantined = 0
         self._logical = {settings.topic(t): t for t in handlers}
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
@@ -345,11 +343,7 @@ class InputLane:
                 offsets[tp] = messages[-1].offset + 1
         for logical, records in by_topic.items():
             if records:
-                quarantined = await apply_isolating(
-                    self.handlers[logical], records, f"batch of {logical}"
-                )
-                self.applied += len(records) - quarantined
-                self.quarantined += quarantined
+                await apply_isolating(self.handlers[logical], records, f"batch of {logical}")
         try:
             await consumer.commit(offsets)
         except KafkaError as error:
