@@ -275,6 +275,16 @@ async def publish(bootstrap: str, messages: Iterable[Outgoing]) -> None:
         await producer.stop()
 
 
+def _decoded(record: Any) -> dict[str, Any]:
+    """A consumed JSON message as the tests read it."""
+    return {
+        "key": record.key.decode(errors="replace") if record.key else None,
+        "value": json.loads(record.value) if record.value else None,
+        "partition": record.partition,
+        "offset": record.offset,
+    }
+
+
 async def collect(
     bootstrap: str, topic: str, *, count: int, wait: float = 60.0, settle: float = 0.0
 ) -> list[dict[str, Any]]:
@@ -302,16 +312,7 @@ async def collect(
                 raise TimeoutError(f"{topic}: got {len(out)} of {count} messages: {out}")
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():
-                for r in records:
-                    value = json.loads(r.value) if r.value else None
-                    out.append(
-                        {
-                            "key": r.key.decode(errors="replace") if r.key else None,
-                            "value": value,
-                            "partition": r.partition,
-                            "offset": r.offset,
-                        }
-                    )
+                out.extend(_decoded(r) for r in records)
         return out
     finally:
         await consumer.stop()
@@ -403,15 +404,7 @@ async def read_topic(bootstrap: str, topic: str, *, wait: float = 120.0) -> list
                 raise TimeoutError(f"{topic}: read {len(out)} messages, end offsets {ends}")
             batch = await consumer.getmany(*tps, timeout_ms=500)
             for records in batch.values():
-                out.extend(
-                    {
-                        "key": r.key.decode(errors="replace") if r.key else None,
-                        "value": json.loads(r.value) if r.value else None,
-                        "partition": r.partition,
-                        "offset": r.offset,
-                    }
-                    for r in records
-                )
+                out.extend(_decoded(r) for r in records)
         return out
     finally:
         await consumer.stop()
