@@ -23,6 +23,7 @@ from quota import (
     UpdatePeriod,
     period_id_for,
 )
+from schemas._base import EmployerRef
 from schemas.answers import (
     AnswerAction,
     AnswerAnomaly,
@@ -31,7 +32,6 @@ from schemas.answers import (
     DimonaAnswer,
 )
 from schemas.declarations import DimonaDeclaration, DmfaDeclaration
-from schemas.identifiers import normalize_enterprise_number
 
 IdempotencyKind = Literal["dimona", "dmfa"]
 
@@ -301,23 +301,18 @@ def _printable_id(value: object, limit: int = 128) -> str | None:
 def guess_employer(raw: bytes | None) -> str | None:
     """The employer of an invalid message, when one can be identified, to answer it.
 
-    Only a valid identifier is returned: an answer goes to that employer alone.
+    Read with the contract's own rules (:class:`schemas._base.EmployerRef`: an enterprise
+    number, or an NSSO number also given as ``employerId``), so only a valid identifier is
+    returned: an answer goes to that employer alone.
     """
     data = _json_object(raw)
     employer = data.get("employer") if data else None
     if not isinstance(employer, dict):
         return None
     try:
-        number = _printable_id(employer.get("enterpriseNumber"), 32)
-        if number:
-            return normalize_enterprise_number(number)
-        nsso = _printable_id(employer.get("nssoRegistrationNumber"), 32)
-        if nsso:
-            digits = "".join(c for c in nsso if "0" <= c <= "9")
-            return f"NSSO{digits}" if digits else None
-    except ValueError:
+        return EmployerRef.model_validate(employer).employer_id
+    except ValidationError:
         return None
-    return None
 
 
 def guess_action(raw: bytes | None) -> AnswerAction:

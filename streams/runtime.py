@@ -44,6 +44,7 @@ from tenacity import (
 )
 
 from schemas.settings import Settings
+from streams.messages import printable
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +141,7 @@ async def retry_transient(what: str, work: Callable[..., Awaitable[T]], *args: A
 
 def describe_error(error: BaseException) -> str:
     """The exception as one line of printable text, for a dead letter's reason."""
-    text = f"{type(error).__name__}: {error}"
-    return "".join(c if c.isprintable() else "\ufffd" for c in text)[:1000]
+    return printable(f"{type(error).__name__}: {error}", limit=1000)
 
 
 async def apply_isolating(handler: RecordHandler, records: Sequence[RawRecord], what: str) -> int:
