@@ -229,22 +229,6 @@ class YearCalendar(Contract):
 # ------------------------------------------------------------------------------ health
 
 
-class ServiceCheck(Contract):
-    ok: bool
-    detail: str
-
-
-class Health(Contract):
-    """Liveness of the worker's dependencies (503 unless broker and database are ok)."""
-
-    status: Literal["ok", "degraded"]
-    broker: ServiceCheck
-    database: ServiceCheck
-    relay_backlog: int | None = Field(
-        description="Outbox messages not yet published (null when the database is down)."
-    )
-
-
 # ----------------------------------------------------------------------------- OpenAPI
 
 ParameterLocation = Literal["path", "query", "header"]

@@ -12,7 +12,9 @@ if TYPE_CHECKING:
 
 def register_views(app: faust.App, state: WorkerState) -> None:
     """Mount every view on the worker's web server."""
+    from streams import health
     from streams.web import attestations, consents, ebox, student
 
     for module in (student, attestations, consents, ebox):
         module.register(app, state)
+    health.register(app, state)

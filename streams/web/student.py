@@ -1,4 +1,4 @@
-"""The student's API: balance, detailed view, calendar, plus ``/health`` and OpenAPI.
+"""The student's API: balance, detailed view, calendar, plus OpenAPI.
 
 What a student sees (DOMAIN.md section 4):
 
@@ -14,8 +14,8 @@ What a student sees (DOMAIN.md section 4):
     The days booked or worked per employer.
 ``GET /v1/students/{ssin}/balance``
     The balance with an explicit SSIN: the caller's own only (403 for anyone else's).
-``GET /health`` and ``GET /v1/openapi.json``
-    For operators and client developers; no token.
+``GET /v1/openapi.json``
+    For client developers; no token. (``/health`` is the worker's: :mod:`streams.health`.)
 
 Figures come from the system of record through :mod:`db.reads` (read-only, no locks):
 the overview reads the stored balances, the detailed view recomputes the year with the
@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import calendar
-import contextlib
-import weakref
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import date, timedelta
@@ -39,7 +37,6 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import faust
-from aiokafka.client import AIOKafkaClient
 from faust import web
 from faust.web import exceptions
 from pydantic import BaseModel
@@ -59,11 +56,9 @@ from schemas.api import (
     DeclarationOut,
     DmfaStatus,
     EmployerDetail,
-    Health,
     Operation,
     Parameter,
     QuarterDetail,
-    ServiceCheck,
     TermExplanation,
     YearBalance,
     YearCalendar,
@@ -81,8 +76,8 @@ if TYPE_CHECKING:
 #: First year of the hour quota (earlier years counted days and are not modelled).
 FIRST_YEAR = 2017
 
-#: Seconds each dependency check of ``/health`` may take.
-HEALTH_TIMEOUT = 2.0
+#: Seconds a view waits for the database pool before answering 503.
+POOL_TIMEOUT = 10.0
 
 _DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
@@ -566,81 +561,6 @@ def year_calendar(ledger: StudentLedger, year: int) -> YearCalendar:
     return YearCalendar(ssin=ledger.ssin, year=year, employers=employers)
 
 
-# ------------------------------------------------------------------------------ health
-
-
-class BrokerProbe:
-    """A cheap, reused Kafka metadata request telling whether the broker answers.
-
-    One client is kept between checks (no new TCP connection per probe); on any failure
-    it is dropped and the next check bootstraps a fresh one.
-    """
-
-    def __init__(self, bootstrap: str, timeout: float = HEALTH_TIMEOUT) -> None:
-        self.bootstrap = bootstrap
-        self.timeout = timeout
-        self._client: AIOKafkaClient | None = None
-        self._lock = asyncio.Lock()
-
-    async def check(self) -> ServiceCheck:
-        async with self._lock:
-            try:
-                return await asyncio.wait_for(self._probe(), self.timeout)
-            except Exception as error:  # any failure means: not usable now
-                await self.close()
-                reason = str(error) or type(error).__name__
-                return ServiceCheck(ok=False, detail=f"{self.bootstrap}: {reason}")
-
-    async def _probe(self) -> ServiceCheck:
-        if self._client is None:
-            client = AIOKafkaClient(
-                bootstrap_servers=self.bootstrap,
-                client_id="studentwork-health",
-                request_timeout_ms=int(self.timeout * 1000),
-            )
-            self._client = client
-            await client.bootstrap()
-        metadata = await self._client.fetch_all_metadata()
-        brokers = len(metadata.brokers())
-        if not brokers:
-            raise ConnectionError("the cluster reported no brokers")
-        return ServiceCheck(ok=True, detail=f"{brokers} broker(s) reachable at {self.bootstrap}")
-
-    async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            # Closing a broken client must not fail the check.
-            with contextlib.suppress(Exception):
-                await client.close()
-
-
-_PROBES: weakref.WeakKeyDictionary[WorkerState, BrokerProbe] = weakref.WeakKeyDictionary()
-
-
-def broker_probe(state: WorkerState) -> BrokerProbe:
-    """The probe of one worker (created on first use, inside the running loop)."""
-    probe = _PROBES.get(state)
-    if probe is None:
-        probe = _PROBES[state] = BrokerProbe(state.settings.kafka_bootstrap)
-    return probe
-
-
-async def database_health(state: WorkerState) -> tuple[ServiceCheck, int | None]:
-    """``SELECT 1`` and the relay backlog, within :data:`HEALTH_TIMEOUT`."""
-
-    async def probe() -> tuple[ServiceCheck, int | None]:
-        pool = await state.pool()
-        async with pool.acquire() as conn:
-            ok = await reads.ping(conn)
-            backlog = await reads.relay_backlog(conn)
-        return ServiceCheck(ok=ok, detail="select 1 answered" if ok else "wrong answer"), backlog
-
-    try:
-        return await asyncio.wait_for(probe(), HEALTH_TIMEOUT)
-    except Exception as error:  # any failure means: not usable now
-        return ServiceCheck(ok=False, detail=str(error) or type(error).__name__), None
-
-
 # ------------------------------------------------------------------------------- views
 
 
@@ -664,7 +584,7 @@ class StudentView(ApiView):
 
     async def pool(self) -> asyncpg.Pool:
         try:
-            return await asyncio.wait_for(self.state.pool(), HEALTH_TIMEOUT * 5)
+            return await asyncio.wait_for(self.state.pool(), POOL_TIMEOUT)
         except _DATABASE_ERRORS as error:
             raise _unavailable() from error
 
@@ -757,27 +677,6 @@ class YearCalendarView(StudentView):
         return self.json(_dump(year_calendar(ledger, wanted)))
 
 
-class HealthView(ApiView):
-    """``GET /health``: broker, database and relay backlog; 200 if all ok, else 503.
-
-    The backlog is reported, not judged: a burst of declarations makes it grow for a
-    while without anything being wrong.
-    """
-
-    async def get(self, request: web.Request) -> web.Response:
-        (database, backlog), broker = await asyncio.gather(
-            database_health(self.state), broker_probe(self.state).check()
-        )
-        ok = broker.ok and database.ok
-        health = Health(
-            status="ok" if ok else "degraded",
-            broker=broker,
-            database=database,
-            relay_backlog=backlog,
-        )
-        return self.json(_dump(health), status=200 if ok else 503)
-
-
 class OpenApiView(ApiView):
     """``GET /v1/openapi.json``: every registered endpoint with its response schema."""
 
@@ -850,18 +749,6 @@ add_operation(
     ),
 )
 add_operation(
-    "/health",
-    "get",
-    Operation(
-        summary="Broker, database and outbox relay backlog",
-        response=Health,
-        tags=("operations",),
-        auth=False,
-        errors=(),
-        other_responses=((503, Health),),
-    ),
-)
-add_operation(
     "/v1/openapi.json",
     "get",
     Operation(summary="This document", response=None, tags=("operations",), auth=False, errors=()),
@@ -869,17 +756,9 @@ add_operation(
 
 
 def register(app: faust.App, state: WorkerState) -> None:
-    """Mount the student views, ``/health`` and ``/v1/openapi.json``."""
+    """Mount the student views and ``/v1/openapi.json``."""
     app.page("/v1/me/balance", name="student_my_balance")(MyBalanceView)
     app.page("/v1/me/years/{year}", name="student_year_detail")(YearDetailView)
     app.page("/v1/me/years/{year}/calendar", name="student_year_calendar")(YearCalendarView)
     app.page("/v1/students/{ssin}/balance", name="student_balance_by_ssin")(StudentBalanceView)
-    app.page("/health", name="health")(HealthView)
     app.page("/v1/openapi.json", name="openapi")(OpenApiView)
-
-    async def close_probe(*_args: Any, **_kwargs: Any) -> None:
-        probe = _PROBES.pop(state, None)
-        if probe is not None:
-            await probe.close()
-
-    app.on_before_shutdown.connect(close_probe)

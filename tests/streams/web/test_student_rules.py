@@ -21,8 +21,8 @@ from quota import (
     compute_balance,
     period_id_for,
 )
+from streams.health import BrokerProbe
 from streams.web.student import (
-    BrokerProbe,
     dmfa_due_by,
     dmfa_status,
     employer_display,
