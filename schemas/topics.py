@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
-from schemas.answers import BalanceEvent, DeadLetter, DimonaAnswer, QuotaChange
+from schemas.answers import BalanceEvent, DeadLetter, DimonaAnswer, LedgerEvent, QuotaChange
 from schemas.attestations import (
     AccessCodeRotation,
     AttestationIssued,
@@ -25,6 +25,7 @@ DIMONA = "dimona.declarations"
 DMFA = "dmfa.declarations"
 ACKS = "dimona.acks"
 BALANCES = "student.balances"
+LEDGER = "student.ledger"
 REJECTED = "declarations.rejected"
 QUOTA_CHANGES = "quota.changes"
 ATTESTATION_REQUESTS = "attestation.requests"
@@ -60,7 +61,14 @@ TOPICS: tuple[TopicSpec, ...] = (
         BALANCES,
         BalanceEvent,
         "SSIN:year",
-        "latest balance per student and year",
+        "latest balance per student and year: figures only, no employers, no wages",
+        config={"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
+    ),
+    TopicSpec(
+        LEDGER,
+        LedgerEvent,
+        "SSIN:year",
+        "internal: the balance with every term (employers, gross wages)",
         config={"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
     ),
     TopicSpec(REJECTED, DeadLetter, "original key", "dead letters with raw bytes and reason"),
