@@ -491,3 +491,40 @@ async def lookups_of(conn: asyncpg.Connection, ssin: str, limit: int) -> list[Lo
         limit,
     )
     return [LookupRow(r["employer"], r["looked_up_at"], r["code_month"]) for r in rows]
+
+
+async def purge_expired_pdfs(conn: asyncpg.Connection, today: date, ebox_months: int) -> list[str]:
+    """Drop the stored PDF of every attestation whose eBox period ended before ``today``
+    and that the student did not archive in the eBox; return their ids, in order.
+
+    The period is the eBox document's (``available_until``), or for an attestation that
+    never reached the eBox, its issue day plus ``ebox_months`` (PostgreSQL's month
+    arithmetic clamps to the month's last day, as :func:`db.ebox.add_months_clamped`).
+    An archived document keeps its attestation's PDF. The row stays, without its bytes.
+    """
+    rows = await conn.fetch(
+        """
+        UPDATE attestations a SET pdf = NULL, pdf_purged_at = now()
+        WHERE a.status = 'issued' AND a.pdf IS NOT NULL
+          AND NOT EXISTS (
+              SELECT 1 FROM ebox_documents d
+              WHERE d.attestation_id = a.attestation_id AND d.ssin = a.ssin
+                AND (d.archived_at IS NOT NULL OR d.available_until >= $1))
+          AND coalesce(
+              (SELECT max(d.available_until) FROM ebox_documents d
+               WHERE d.attestation_id = a.attestation_id AND d.ssin = a.ssin),
+              (a.issued_on + make_interval(months => $2))::date) < $1
+        RETURNING a.attestation_id
+        """,
+        today,
+        ebox_months,
+    )
+    return sorted(r["attestation_id"] for r in rows)
+
+
+async def purge_lookups(conn: asyncpg.Connection, before: datetime) -> int:
+    """Delete the look-up audit rows older than ``before``; return how many."""
+    result: str = await conn.execute(
+        "DELETE FROM access_code_lookups WHERE looked_up_at < $1", before
+    )
+    return int(result.rsplit(" ", 1)[-1])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -424,3 +425,15 @@ async def merge_employer_rows(
         [g["quarter"] for g in groups],
     )
     return ssins
+
+
+async def prune_applied_events(conn: asyncpg.Connection, before: datetime) -> int:
+    """Forget the event ids applied before ``before``; return how many.
+
+    Only safe when no record applied before that moment can still be delivered, that is
+    when ``before`` lies further back than the consumed topics keep records
+    (:func:`streams.retention.applied_ids_horizon` decides it): a redelivered record whose
+    id was forgotten would be applied a second time.
+    """
+    result: str = await conn.execute("DELETE FROM applied_events WHERE applied_at < $1", before)
+    return int(result.rsplit(" ", 1)[-1])

@@ -34,6 +34,18 @@ EBOX_DELIVERIES = "ebox.deliveries"
 ACCESS_CODES_ROTATE = "access-codes.rotate"
 CONSENTS = "consents"
 
+#: The topics whose records are applied once by event id (table ``applied_events``): how
+#: long they keep a record bounds how long an applied id must be remembered.
+DEDUPLICATED = (
+    DIMONA,
+    DMFA,
+    QUOTA_CHANGES,
+    ATTESTATION_REQUESTS,
+    ACCESS_CODES_ROTATE,
+    CONSENTS,
+    EBOX_DELIVERIES,
+)
+
 _DAY_MS = 24 * 3600 * 1000
 _YEAR_MS = 365 * _DAY_MS
 

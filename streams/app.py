@@ -82,7 +82,7 @@ def create_app(
     )
     state = WorkerState(settings, clock)
 
-    from streams import attestations, consents
+    from streams import attestations, consents, retention
     from streams.web import register_views
 
     async def no_rotation(*_: Any, **__: Any) -> list[int]:
@@ -90,6 +90,7 @@ def create_app(
         return []
 
     extra = attestations.register_agents(app, state, publish_rotation or no_rotation)
+    retention.register_purge(app, state)
     extra.update({topic: (h, settings.batch_size) for topic, h in consents.handlers(state).items()})
 
     async def run_lanes() -> None:

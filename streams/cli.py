@@ -37,6 +37,7 @@ def register(cli: typer.Typer) -> None:
     cli.command()(migrate)
     cli.command()(topics)
     cli.command()(token)
+    cli.command()(purge)
     cli.add_typer(quota_cli, name="quota")
     cli.add_typer(schema_cli, name="schema")
     cli.add_typer(employer_ids_cli, name="employer-ids")
@@ -288,3 +289,40 @@ def employer_ids_import(
     )
     if refused:
         raise typer.Exit(1)
+
+
+def purge(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what would go; delete nothing.")
+    ] = False,
+) -> None:
+    """Apply the retention rules now (the worker's leader does it daily): expired
+    attestation PDFs not archived in the eBox, expired eBox documents, look-ups older than
+    STUDENTWORK_LOOKUP_AUDIT_MONTHS, applied ids older than the consumed topics keep
+    records."""
+    import asyncpg
+
+    from streams.retention import PurgeReport
+    from streams.retention import purge as run_purge
+
+    settings = settings_from_environment()
+
+    async def run() -> PurgeReport:
+        pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1)
+        try:
+            return await run_purge(pool, settings, datetime.now(UTC), dry_run=dry_run)
+        finally:
+            await pool.close()
+
+    report = asyncio.run(run())
+    verb = "would purge" if dry_run else "purged"
+    typer.echo(
+        f"{verb}: {len(report.pdfs)} attestation PDFs, {report.ebox_documents} eBox documents, "
+        f"{report.lookups} look-ups, {report.applied_ids} applied ids"
+    )
+    for attestation_id in report.pdfs:
+        typer.echo(f"  attestation {attestation_id}")
+    if report.applied_ids_before is not None:
+        typer.echo(f"applied ids before {report.applied_ids_before:%Y-%m-%d %H:%M} UTC")
+    if report.applied_ids_kept_because:
+        typer.echo(f"applied ids kept: {report.applied_ids_kept_because}")
