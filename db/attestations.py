@@ -158,6 +158,9 @@ class AttestationRow:
     issued_at: datetime | None
     reason: str | None
     pdf: bytes | None
+    #: When the stored PDF was purged at the end of its eBox period (docs/RETENTION.md):
+    #: the attestation was issued, its bytes are gone for good (HTTP 410, not 500).
+    pdf_purged_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -205,8 +208,8 @@ async def attestation_of(
 ) -> AttestationRow | None:
     """One attestation of one student (another student's id reads as unknown)."""
     r = await conn.fetchrow(
-        "SELECT attestation_id, ssin, year, status, requested_at, issued_at, reason, pdf"
-        " FROM attestations WHERE attestation_id = $1 AND ssin = $2",
+        "SELECT attestation_id, ssin, year, status, requested_at, issued_at, reason, pdf,"
+        " pdf_purged_at FROM attestations WHERE attestation_id = $1 AND ssin = $2",
         attestation_id,
         ssin,
     )
@@ -221,6 +224,7 @@ async def attestation_of(
         r["issued_at"],
         r["reason"],
         r["pdf"],
+        r["pdf_purged_at"],
     )
 
 
