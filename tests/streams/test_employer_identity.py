@@ -7,7 +7,11 @@ runtime would (the pipeline test at the end goes through Kafka and the worker pr
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -337,3 +341,49 @@ async def test_through_the_worker_a_dimona_and_a_dmfa_under_either_number_count_
         (t["employer"], t["source"], t["hours"], t["reducedHours"], t["ordinaryHours"])
         for t in record["terms"]
     ] == [(EMPLOYER_A, "dmfa", 280, 280, 0), (EMPLOYER_B, "planned", 200, 195, 5)]
+
+
+async def test_the_operator_command_imports_and_reports_every_refused_line(
+    kafka_bootstrap: str, database_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "ids.csv"
+    path.write_text("nsso,enterprise\n0197412345,0123.456.749\n12A,0123456749\n")
+    env = {**os.environ, **Pipeline(kafka_bootstrap, database_url).env()}
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "infra", "employer-ids", "import", str(path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    first = await asyncio.to_thread(run)
+    assert first.returncode == 1
+    assert first.stderr.splitlines() == [
+        "refused: line 3: NSSO number must contain only digits (dots, dashes, slashes and "
+        "spaces are allowed)"
+    ]
+    assert first.stdout.splitlines() == [
+        "learned 1, already known 0, refused 1; 0 students merged, 0 balances re-published"
+    ]
+    path.write_text("0197412345,0403170701\n197412345,0123456749\n")
+    second = await asyncio.to_thread(run)
+    assert second.returncode == 1
+    assert second.stderr.splitlines() == [
+        "refused: ids.csv:1: NSSO 197412345 already belongs to another enterprise than "
+        "0403170701; not changed"
+    ]
+    assert second.stdout.splitlines() == [
+        "learned 0, already known 1, refused 1; 0 students merged, 0 balances re-published"
+    ]
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT nsso_id, enterprise_number, source, origin FROM employer_ids"
+        )
+    finally:
+        await conn.close()
+    assert [tuple(r) for r in rows] == [("NSSO197412345", EMPLOYER_A, "operator", "ids.csv:2")]

@@ -5,6 +5,10 @@ Real PostgreSQL, real Kafka topics (the applied ids' horizon is read from the br
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
@@ -203,3 +207,37 @@ async def test_applied_ids_stay_while_a_topic_keeps_records_forever(
     assert report.applied_ids_kept_because is not None
     assert "dimona.declarations" in report.applied_ids_kept_because
     assert await pool.fetchval("SELECT count(*) FROM applied_events") == 1
+
+
+async def test_the_purge_command_reports_a_dry_run_and_deletes_nothing(
+    pool: asyncpg.Pool, kafka_bootstrap: str, database_url: str
+) -> None:
+    settings = settings_for(kafka_bootstrap, database_url)
+    await ensure_topics(settings)
+    await attestation(pool, "a-expired", date(2026, 9, 1), ebox_until=date(2026, 11, 1))
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "DATABASE_URL": database_url,
+        "STUDENTWORK_TOPIC_PREFIX": settings.topic_prefix,
+        "STUDENTWORK_INPUT_TIMESTAMP_TYPE": "LogAppendTime",
+        "STUDENTWORK_DEVELOPMENT": "true",
+        "STUDENTWORK_TODAY": "2026-12-02",
+    }
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "infra", "purge", "--dry-run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:2] == [
+        "would purge: 1 attestation PDFs, 1 eBox documents, 0 look-ups, 0 applied ids",
+        "  attestation a-expired",
+    ]
+    assert lines[2].startswith("applied ids before ")
+    assert await pool.fetchval("SELECT count(*) FROM attestations WHERE pdf IS NOT NULL") == 1
