@@ -158,6 +158,9 @@ class AttestationRow:
     issued_at: datetime | None
     reason: str | None
     pdf: bytes | None
+    #: When the stored PDF was purged at the end of its eBox period (docs/RETENTION.md):
+    #: the attestation was issued, its bytes are gone for good (HTTP 410, not 500).
+    pdf_purged_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -205,8 +208,8 @@ async def attestation_of(
 ) -> AttestationRow | None:
     """One attestation of one student (another student's id reads as unknown)."""
     r = await conn.fetchrow(
-        "SELECT attestation_id, ssin, year, status, requested_at, issued_at, reason, pdf"
-        " FROM attestations WHERE attestation_id = $1 AND ssin = $2",
+        "SELECT attestation_id, ssin, year, status, requested_at, issued_at, reason, pdf,"
+        " pdf_purged_at FROM attestations WHERE attestation_id = $1 AND ssin = $2",
         attestation_id,
         ssin,
     )
@@ -221,6 +224,7 @@ async def attestation_of(
         r["issued_at"],
         r["reason"],
         r["pdf"],
+        r["pdf_purged_at"],
     )
 
 
@@ -522,3 +526,42 @@ async def lookups_of(conn: asyncpg.Connection, ssin: str, limit: int) -> list[Lo
         LookupRow(r["employer"], r["looked_up_at"], r["code_month"], r["reader_role"], r["via"])
         for r in rows
     ]
+
+
+async def purge_expired_pdfs(conn: asyncpg.Connection, today: date, ebox_months: int) -> list[str]:
+    """Drop the stored PDF of every attestation whose eBox period ended before ``today``
+    and that the student did not archive in the eBox; return their ids, in order.
+
+    The period is the eBox document's (``available_until``), or for an attestation that
+    never reached the eBox, its issue day plus ``ebox_months`` (PostgreSQL's month
+    arithmetic clamps to the month's last day, as :func:`db.ebox.add_months_clamped`).
+    An archived document keeps its attestation's PDF. The row stays, without its bytes.
+    """
+    rows = await conn.fetch(
+        """
+        UPDATE attestations a SET pdf = NULL, pdf_purged_at = now()
+        WHERE a.status = 'issued' AND a.pdf IS NOT NULL
+          AND NOT EXISTS (
+              SELECT 1 FROM ebox_documents d
+              WHERE d.attestation_id = a.attestation_id AND d.ssin = a.ssin
+                AND (d.archived_at IS NOT NULL OR d.available_until >= $1))
+          AND coalesce(
+              (SELECT max(d.available_until) FROM ebox_documents d
+               WHERE d.attestation_id = a.attestation_id AND d.ssin = a.ssin),
+              (a.issued_on + make_interval(months => $2))::date) < $1
+        RETURNING a.attestation_id
+        """,
+        today,
+        ebox_months,
+    )
+    return sorted(r["attestation_id"] for r in rows)
+
+
+async def purge_lookups(conn: asyncpg.Connection, before: datetime) -> int:
+    """Delete the audit rows of reads older than ``before`` (code look-ups and agency
+    reads: the student's list of who looked); return how many."""
+    lookups: str = await conn.execute(
+        "DELETE FROM access_code_lookups WHERE looked_up_at < $1", before
+    )
+    agency: str = await conn.execute("DELETE FROM agency_reads WHERE read_at < $1", before)
+    return int(lookups.rsplit(" ", 1)[-1]) + int(agency.rsplit(" ", 1)[-1])

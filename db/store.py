@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -322,3 +323,117 @@ async def dead_letter_payload(conn: asyncpg.Connection, event_id: str) -> DeadLe
     if row is None:
         return None
     return DeadLetterPayload(row["event_id"], bytes(row["raw"]), row["sha256"], row["size"])
+
+
+@dataclass(frozen=True)
+class EmployerIdentity:
+    """An NSSO registration number known to belong to an enterprise (table ``employer_ids``).
+
+    ``nsso_id`` is the employer id a message naming only the NSSO number gets
+    (``NSSO<number>``, :func:`schemas.identifiers.nsso_employer_id`); ``origin`` says
+    where it was learned: a record (``topic[partition]@offset``) or an operator's file.
+    """
+
+    nsso_id: str
+    enterprise_number: str
+    source: str = "message"
+    origin: str | None = None
+
+
+async def employer_identities(conn: asyncpg.Connection, nsso_ids: Iterable[str]) -> dict[str, str]:
+    """The enterprise number each of ``nsso_ids`` is known to belong to."""
+    wanted = sorted(set(nsso_ids))
+    if not wanted:
+        return {}
+    rows = await conn.fetch(
+        "SELECT nsso_id, enterprise_number FROM employer_ids WHERE nsso_id = ANY($1::text[])",
+        wanted,
+    )
+    return {r["nsso_id"]: r["enterprise_number"] for r in rows}
+
+
+async def learn_employer_identities(
+    conn: asyncpg.Connection, identities: Sequence[EmployerIdentity]
+) -> list[EmployerIdentity]:
+    """Store the identities not known yet; return those stored now.
+
+    The caller has checked them against :func:`employer_identities`: a known NSSO number
+    keeps its enterprise (a row is never changed), so a concurrent learner of the same
+    number changes nothing here.
+    """
+    if not identities:
+        return []
+    rows = await conn.fetch(
+        "INSERT INTO employer_ids (nsso_id, enterprise_number, source, origin)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])"
+        " ON CONFLICT (nsso_id) DO NOTHING RETURNING nsso_id",
+        [i.nsso_id for i in identities],
+        [i.enterprise_number for i in identities],
+        [i.source for i in identities],
+        [i.origin for i in identities],
+    )
+    stored = {r["nsso_id"] for r in rows}
+    return [i for i in identities if i.nsso_id in stored]
+
+
+async def merge_employer_rows(
+    conn: asyncpg.Connection, nsso_id: str, enterprise_number: str
+) -> set[str]:
+    """Move the ledger rows stored under ``nsso_id`` to ``enterprise_number``; return the
+    students whose rows moved (locked, with :func:`lock_students`).
+
+    The declarations keep their places. A DmfA line moved into a group that has one of
+    its own (two lines of one employer and quarter) leaves the one received later, as a
+    corrected DmfA replaces the previous one; a moved DmfA's places are derived again
+    from the declarations of the group it joins (as for reports stored before they were
+    kept), so its hours take the places of those declarations instead of queueing as a
+    DmfA without declaration. The caller recomputes the students' balances.
+    """
+    groups = await conn.fetch(
+        "SELECT ssin, extract(year FROM start_date)::int AS year,"
+        " extract(quarter FROM start_date)::int AS quarter FROM periods WHERE employer = $1"
+        " UNION SELECT ssin, year, quarter FROM wage_reports WHERE employer = $1",
+        nsso_id,
+    )
+    ssins = {g["ssin"] for g in groups}
+    if not ssins:
+        return ssins
+    await lock_students(conn, ssins)
+    await conn.execute(
+        "UPDATE periods SET employer = $2 WHERE employer = $1", nsso_id, enterprise_number
+    )
+    await conn.execute(
+        """
+        DELETE FROM wage_reports w USING wage_reports o
+        WHERE (o.ssin, o.year, o.quarter) = (w.ssin, w.year, w.quarter)
+          AND ((w.employer = $1 AND o.employer = $2) OR (w.employer = $2 AND o.employer = $1))
+          AND (o.received_at, o.employer) > (w.received_at, w.employer)
+        """,
+        nsso_id,
+        enterprise_number,
+    )
+    await conn.execute(
+        """
+        UPDATE wage_reports w SET employer = $2, tranche_seqs = NULL, tranche_hours = NULL
+        FROM unnest($3::text[], $4::int[], $5::int[]) AS g(ssin, year, quarter)
+        WHERE w.employer IN ($1, $2) AND (w.ssin, w.year, w.quarter) = (g.ssin, g.year, g.quarter)
+        """,
+        nsso_id,
+        enterprise_number,
+        [g["ssin"] for g in groups],
+        [g["year"] for g in groups],
+        [g["quarter"] for g in groups],
+    )
+    return ssins
+
+
+async def prune_applied_events(conn: asyncpg.Connection, before: datetime) -> int:
+    """Forget the event ids applied before ``before``; return how many.
+
+    Only safe when no record applied before that moment can still be delivered, that is
+    when ``before`` lies further back than the consumed topics keep records
+    (:func:`streams.retention.applied_ids_horizon` decides it): a redelivered record whose
+    id was forgotten would be applied a second time.
+    """
+    result: str = await conn.execute("DELETE FROM applied_events WHERE applied_at < $1", before)
+    return int(result.rsplit(" ", 1)[-1])

@@ -7,7 +7,7 @@ the project calls these functions.
 from __future__ import annotations
 
 from quota.balance import Balance, BalanceTerm, PeriodShare, TermSource, compute_balance
-from quota.batch import BatchResult, Outcome, apply_batch
+from quota.batch import BatchResult, Outcome, apply_batch, refreshed_balances
 from quota.decisions import apply
 from quota.ledger import (
     Anomaly,
@@ -56,4 +56,5 @@ __all__ = [
     "compute_balance",
     "is_late",
     "period_id_for",
+    "refreshed_balances",
 ]

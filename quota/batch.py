@@ -9,7 +9,7 @@ final ledgers do not depend on how a stream is cut into batches.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping, MutableSet
+from collections.abc import Collection, Iterable, Mapping, MutableMapping, MutableSet
 from dataclasses import dataclass
 
 from quota.balance import Balance, compute_balance
@@ -55,3 +55,31 @@ def apply_batch(
         touched.update((ssin, year) for year in decision.years)
     balances = [compute_balance(ledgers[ssin], year, rules) for ssin, year in sorted(touched)]
     return BatchResult(outcomes, balances)
+
+
+def refreshed_balances(
+    ledgers: Mapping[str, StudentLedger],
+    ssins: Iterable[str],
+    rules: QuotaRules,
+    *,
+    skip: Collection[tuple[str, int]] = (),
+) -> list[Balance]:
+    """Every balance of the given students, after a change that is not a command.
+
+    Used when the rows of one employer known under two identifiers were merged: each
+    student's years are recomputed, as a quota change does. The DmfA lines whose places
+    were cleared by the merge get their places first (:func:`settle_dmfa_places`), so the
+    next command finds them fixed. ``skip`` names (student, year) pairs already computed.
+    """
+    balances: list[Balance] = []
+    for ssin in sorted(set(ssins)):
+        ledger = ledgers.get(ssin)
+        if ledger is None:
+            continue
+        settle_dmfa_places(ledger)
+        balances.extend(
+            compute_balance(ledger, year, rules)
+            for year in sorted(ledger.years())
+            if (ssin, year) not in skip
+        )
+    return balances

@@ -19,7 +19,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from schemas.identifiers import EnterpriseNumber, NssoNumber, Ssin
+from schemas.identifiers import EnterpriseNumber, NssoNumber, Ssin, normalize_nsso_number
 
 #: The most hours one declaration or one DmfA line can hold: a calendar quarter has at
 #: most 92 days of 24 hours. Anything above is an error of the sender, never a job.
@@ -171,10 +171,14 @@ class Contract(BaseModel):
 
 
 class EmployerRef(Contract):
-    """An employer as Dimona names it: enterprise number or NSSO registration number.
+    """An employer as Dimona names it: enterprise number, NSSO registration number, or both.
 
     The current Dimona REST interface calls the NSSO number ``employerId`` and payroll
-    packages send it as a string or a number; both are read as the NSSO number.
+    packages send it as a string or a number; both are read as the NSSO number (without
+    leading zeros, :func:`schemas.identifiers.normalize_nsso_number`). A message naming
+    both numbers tells the system they are one employer: the worker keeps that mapping
+    (table ``employer_ids``) and counts the employer's declarations and DmfA lines as one
+    term, whichever number each was filed under.
     """
 
     enterprise_number: EnterpriseNumber | None = None
@@ -185,31 +189,72 @@ class EmployerRef(Contract):
         ),
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_nsso_number(cls, data: Any) -> Any:
+        # Both names of the NSSO number may come in one body; the alias would read the
+        # first and silently drop the other, so two different numbers are refused.
+        if isinstance(data, dict) and "nssoRegistrationNumber" in data and "employerId" in data:
+            given = {
+                _nsso_or_none(data["nssoRegistrationNumber"]),
+                _nsso_or_none(data["employerId"]),
+            }
+            if len(given) != 1:
+                raise ValueError(
+                    "nssoRegistrationNumber and employerId both name the NSSO number and "
+                    "must be the same number"
+                )
+        return data
+
     @field_validator("enterprise_number", "nsso_registration_number", mode="before")
     @classmethod
     def _number_as_text(cls, value: Any) -> Any:
         # A number given as a JSON number loses nothing but leading zeros, which the
-        # identifier types restore (enterprise numbers) or do not need (NSSO numbers).
+        # identifier types restore (enterprise numbers) or drop anyway (NSSO numbers).
         if type(value) is int and value >= 0:
             return str(value)
         return value
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> Self:
-        if (self.enterprise_number is None) == (self.nsso_registration_number is None):
-            raise ValueError("give exactly one of enterpriseNumber or nssoRegistrationNumber")
+    def _at_least_one(self) -> Self:
+        if self.enterprise_number is None and self.nsso_registration_number is None:
+            raise ValueError(
+                "give enterpriseNumber, nssoRegistrationNumber (or employerId), or both"
+            )
         return self
 
     @property
     def employer_id(self) -> str:
-        """The one string that identifies the employer everywhere in the system.
-
-        Enterprise numbers are ten digits; NSSO numbers are prefixed so the two
-        numbering schemes can never collide.
-        """
+        """The identifier the message gives the employer: its enterprise number when it
+        names one, else ``NSSO<number>`` (prefixed so the two numbering schemes can never
+        collide). The worker then replaces an NSSO id by the enterprise number it is
+        mapped to, when the mapping is known."""
         if self.enterprise_number is not None:
             return self.enterprise_number
         return f"NSSO{self.nsso_registration_number}"
+
+    @property
+    def nsso_id(self) -> str | None:
+        """``NSSO<number>`` when the message names the NSSO number, else None."""
+        if self.nsso_registration_number is None:
+            return None
+        return f"NSSO{self.nsso_registration_number}"
+
+    @property
+    def identities(self) -> tuple[str, str] | None:
+        """(NSSO id, enterprise number) when the message names both: one employer."""
+        if self.nsso_id is None or self.enterprise_number is None:
+            return None
+        return self.nsso_id, self.enterprise_number
+
+
+def _nsso_or_none(value: Any) -> str | None:
+    """The normalized NSSO number of a raw value, or None where it is not one (the field
+    validator then refuses it with its own reason)."""
+    try:
+        return normalize_nsso_number(str(value))
+    except ValueError:
+        return None
 
 
 class Worker(Contract):

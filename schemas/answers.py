@@ -76,7 +76,12 @@ class BalanceTermOut(Contract):
 
 
 class BalanceEvent(Contract):
-    """A student's balance for a year on ``student.balances`` (compacted; key SSIN:year)."""
+    """A student's balance for a year on ``student.balances`` (compacted; key SSIN:year).
+
+    What the student's own applications may read: the figures of the year, never who
+    employed the student nor what was paid (no employers, no wages, no terms). The
+    record with every term is :class:`LedgerEvent` on the internal ``student.ledger``.
+    """
 
     event_id: str
     ssin: str
@@ -88,8 +93,15 @@ class BalanceEvent(Contract):
     ordinary_hours: int
     neutralised_hours: int
     late_hours: int
-    terms: list[BalanceTermOut]
     computed_at: AwareDatetime
+
+
+class LedgerEvent(BalanceEvent):
+    """The internal record of a student's year on ``student.ledger`` (compacted; key
+    SSIN:year): the balance with every term of its computation, per employer and
+    quarter, gross wages included. Read by the service's own components only."""
+
+    terms: list[BalanceTermOut]
 
 
 class DeadLetter(Contract):

@@ -35,6 +35,7 @@ __all__ = [
     "normalize_enterprise_number",
     "normalize_nsso_number",
     "normalize_ssin",
+    "nsso_employer_id",
     "ssin_birth_date",
     "ssin_sex",
 ]
@@ -289,14 +290,18 @@ def format_enterprise_number(digits: str) -> str:
 
 
 def normalize_nsso_number(s: str) -> str:
-    """Normalize an employer's NSSO registration number to its digits.
+    """Normalize an employer's NSSO registration number to its digits, without leading zeros.
 
     Accepts 1 to 10 digits with dots, dashes, slashes and spaces between groups. Leading zeros
-    are kept as written. No check digits are verified: the NSSO does not publish a checksum
-    rule that holds for all registration numbers in use, and rejecting a real employer would be
-    worse than accepting a typo that the registry lookup will catch anyway.
+    are dropped: the Dimona REST interface carries the number as a JSON number
+    (``employerId``), so ``"0197412345"`` written as text and ``197412345`` sent as a number
+    are one employer, and must be one identity wherever the system compares employers. No
+    check digits are verified: the NSSO does not publish a checksum rule that holds for all
+    registration numbers in use, and rejecting a real employer would be worse than accepting
+    a typo that the registry lookup will catch anyway.
 
-    Raises ``ValueError`` when the input is empty, contains other characters or is too long.
+    Raises ``ValueError`` when the input is empty, zero, contains other characters or is too
+    long.
     """
     digits = _strip_separators(s, ".-/")
     if not digits:
@@ -307,7 +312,16 @@ def normalize_nsso_number(s: str) -> str:
         )
     if len(digits) > 10:
         raise ValueError(f"NSSO number must have at most 10 digits, got {len(digits)}")
-    return digits
+    significant = digits.lstrip("0")
+    if not significant:
+        raise ValueError("NSSO number cannot be zero: no employer is registered under it")
+    return significant
+
+
+def nsso_employer_id(nsso_number: str) -> str:
+    """The employer id of an employer known only by its NSSO number: ``NSSO`` and the
+    normalized digits, so it can never collide with a ten-digit enterprise number."""
+    return f"NSSO{normalize_nsso_number(nsso_number)}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,4 +374,4 @@ NssoNumber = Annotated[
         }
     ),
 ]
-"""An NSSO registration number, normalized to its digits."""
+"""An NSSO registration number, normalized to its digits without leading zeros."""

@@ -195,6 +195,23 @@ class Settings(BaseSettings):
     )
     pdf_processes: int = Field(2, ge=1, description="Processes rendering attestation PDFs.")
 
+    # -- retention (docs/RETENTION.md): what `studentwork purge` and the worker's daily
+    # purge on the leader delete
+    lookup_audit_months: int = Field(
+        24,
+        ge=1,
+        description="Months an employer's look-up of a student's remaining hours stays in "
+        "the audit the student sees (access_code_lookups); older rows are deleted.",
+    )
+    applied_events_retention_days: int | None = Field(
+        None,
+        ge=1,
+        description="Days an applied event id is kept against redelivery. Unset: derived "
+        "from the consumed topics' retention.ms + segment.ms (plus a day). A value shorter "
+        "than that is refused (nothing is pruned): a record still on a topic could then be "
+        "applied twice. Ids are never pruned while a consumed topic keeps records forever.",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _read_secret_files(cls, data: Any) -> Any:

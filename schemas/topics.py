@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
-from schemas.answers import BalanceEvent, DeadLetter, DimonaAnswer, QuotaChange
+from schemas.answers import BalanceEvent, DeadLetter, DimonaAnswer, LedgerEvent, QuotaChange
 from schemas.attestations import (
     AccessCodeRotation,
     AttestationIssued,
@@ -25,6 +25,7 @@ DIMONA = "dimona.declarations"
 DMFA = "dmfa.declarations"
 ACKS = "dimona.acks"
 BALANCES = "student.balances"
+LEDGER = "student.ledger"
 REJECTED = "declarations.rejected"
 QUOTA_CHANGES = "quota.changes"
 ATTESTATION_REQUESTS = "attestation.requests"
@@ -32,6 +33,18 @@ ATTESTATIONS_ISSUED = "attestations.issued"
 EBOX_DELIVERIES = "ebox.deliveries"
 ACCESS_CODES_ROTATE = "access-codes.rotate"
 CONSENTS = "consents"
+
+#: The topics whose records are applied once by event id (table ``applied_events``): how
+#: long they keep a record bounds how long an applied id must be remembered.
+DEDUPLICATED = (
+    DIMONA,
+    DMFA,
+    QUOTA_CHANGES,
+    ATTESTATION_REQUESTS,
+    ACCESS_CODES_ROTATE,
+    CONSENTS,
+    EBOX_DELIVERIES,
+)
 
 _DAY_MS = 24 * 3600 * 1000
 _YEAR_MS = 365 * _DAY_MS
@@ -60,7 +73,14 @@ TOPICS: tuple[TopicSpec, ...] = (
         BALANCES,
         BalanceEvent,
         "SSIN:year",
-        "latest balance per student and year",
+        "latest balance per student and year: figures only, no employers, no wages",
+        config={"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
+    ),
+    TopicSpec(
+        LEDGER,
+        LedgerEvent,
+        "SSIN:year",
+        "internal: the balance with every term (employers, gross wages)",
         config={"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
     ),
     TopicSpec(REJECTED, DeadLetter, "original key", "dead letters with raw bytes and reason"),

@@ -25,7 +25,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from db.migrate import migrate
 from schemas.settings import Settings
-from schemas.topics import TOPICS, TopicSpec, topic_configs
+from schemas.topics import DEDUPLICATED, TOPICS, TopicSpec, topic_configs
 
 log = logging.getLogger(__name__)
 
@@ -390,6 +390,32 @@ async def verify_input_topics(settings: Settings) -> None:
             problems.append(_partition_problem(name, state.partitions, wanted_partitions))
     if problems:
         raise TopicConfigError(problems)
+
+
+async def record_lifetimes_ms(settings: Settings) -> dict[str, int | None]:
+    """How long, at most, each topic of :data:`schemas.topics.DEDUPLICATED` keeps a
+    record after its timestamp, as the brokers are configured: ``retention.ms`` plus
+    ``segment.ms`` (a segment is deleted whole, once its newest record is past the
+    retention, so a record can outlive ``retention.ms`` by up to a segment's age).
+    None where records are kept forever (``retention.ms`` -1, or compaction) or the
+    topic is missing. Keys are the logical names."""
+    names = {settings.topic(name): name for name in DEDUPLICATED}
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        states = await _describe(admin, list(names))
+    finally:
+        await admin.close()
+    lifetimes: dict[str, int | None] = {}
+    for full, name in names.items():
+        state = states[full]
+        if state is None or "delete" not in (state.values.get("cleanup.policy") or "delete"):
+            lifetimes[name] = None
+            continue
+        retention = int(state.values.get("retention.ms") or "-1")
+        segment = int(state.values.get("segment.ms") or "0")
+        lifetimes[name] = None if retention < 0 else retention + segment
+    return lifetimes
 
 
 async def prepare(settings: Settings) -> None:

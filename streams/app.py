@@ -83,13 +83,14 @@ def create_app(
     )
     state = WorkerState(settings, clock)
 
-    from streams import attestations, consents, health
+    from streams import attestations, consents, health, retention
 
     async def no_rotation(*_: Any, **__: Any) -> list[int]:
         log.warning("no access-code scheduler in this worker; rotation is not published")
         return []
 
     extra = attestations.register_agents(app, state, publish_rotation or no_rotation)
+    retention.register_purge(app, state)
     extra.update({topic: (h, settings.batch_size) for topic, h in consents.handlers(state).items()})
 
     async def run_lanes() -> None:

@@ -12,23 +12,34 @@ import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from schemas.settings import Settings
 from schemas.topics import QUOTA_CHANGES, TOPICS
 
+if TYPE_CHECKING:
+    from db.store import EmployerIdentity
+    from streams.processor import EmployerIdsImport
+
 quota_cli = typer.Typer(help="Show or change the quota per year.", no_args_is_help=True)
 schema_cli = typer.Typer(help="Message contracts as JSON Schema.", no_args_is_help=True)
+employer_ids_cli = typer.Typer(
+    help="NSSO registration numbers and the enterprise they belong to (one employer, one "
+    "identity).",
+    no_args_is_help=True,
+)
 
 
 def register(cli: typer.Typer) -> None:
     """Add this package's commands to ``cli``."""
     cli.command()(migrate)
     cli.command()(topics)
+    cli.command()(purge)
     cli.add_typer(quota_cli, name="quota")
     cli.add_typer(schema_cli, name="schema")
+    cli.add_typer(employer_ids_cli, name="employer-ids")
 
 
 def settings_from_environment() -> Settings:
@@ -173,3 +184,120 @@ def schema_export(
     for name, schema in schemas.items():
         (out / f"{name}.schema.json").write_text(json.dumps(schema, indent=2) + "\n")
     typer.echo(f"wrote {len(schemas)} schemas to {out}")
+
+
+def read_employer_ids(path: Path) -> tuple[list[EmployerIdentity], list[str]]:
+    """The (NSSO number, enterprise number) pairs of a CSV file, and one refusal per bad line.
+
+    Two columns, ``nsso`` and ``enterprise``, in that order; a first line naming them is a
+    header. Both numbers in any accepted written form (``0123.456.749``, ``BE0123456749``,
+    ``197-4123-45``); each is normalized as the contracts do.
+    """
+    import csv
+
+    from db.store import EmployerIdentity
+    from schemas.identifiers import normalize_enterprise_number, nsso_employer_id
+
+    identities: list[EmployerIdentity] = []
+    refused: list[str] = []
+    with path.open(newline="", encoding="utf-8") as handle:
+        for number, row in enumerate(csv.reader(handle), start=1):
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if number == 1 and [c.strip().lower() for c in row[:2]] == ["nsso", "enterprise"]:
+                continue
+            if len(row) != 2:
+                refused.append(
+                    f"line {number}: expected 2 columns (nsso, enterprise), got {len(row)}"
+                )
+                continue
+            try:
+                nsso_id = nsso_employer_id(row[0])
+                enterprise = normalize_enterprise_number(row[1])
+            except ValueError as error:
+                refused.append(f"line {number}: {error}")
+                continue
+            identities.append(
+                EmployerIdentity(nsso_id, enterprise, "operator", f"{path.name}:{number}")
+            )
+    return identities, refused
+
+
+@employer_ids_cli.command("import")
+def employer_ids_import(
+    file: Annotated[
+        Path, typer.Argument(help="CSV: nsso,enterprise per line.", exists=True, dir_okay=False)
+    ],
+) -> None:
+    """Import NSSO numbers and their enterprise: what was stored under each new NSSO
+    number counts as the enterprise's from now on, and the balances of the students
+    concerned are recomputed and re-published. A known NSSO number is never remapped:
+    a line naming another enterprise for it is refused (exit 1)."""
+    import asyncpg
+
+    from streams.processor import BatchProcessor
+
+    settings = settings_from_environment()
+    identities, refused = read_employer_ids(file)
+
+    async def run() -> EmployerIdsImport:
+        from db.migrate import migrate as run_migrations
+
+        await run_migrations(settings.database_url)
+        pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1)
+        try:
+            return await BatchProcessor(pool, settings).import_employer_identities(identities)
+        finally:
+            await pool.close()
+
+    report = asyncio.run(run())
+    for identity in report.conflicts:
+        refused.append(
+            f"{identity.origin}: NSSO {identity.nsso_id.removeprefix('NSSO')} already belongs "
+            f"to another enterprise than {identity.enterprise_number}; not changed"
+        )
+    for line in refused:
+        typer.echo(f"refused: {line}", err=True)
+    typer.echo(
+        f"learned {report.learned}, already known {report.known}, refused {len(refused)}; "
+        f"{report.students} students merged, {report.balances_changed} balances re-published"
+    )
+    if refused:
+        raise typer.Exit(1)
+
+
+def purge(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what would go; delete nothing.")
+    ] = False,
+) -> None:
+    """Apply the retention rules now (the worker's leader does it daily): expired
+    attestation PDFs not archived in the eBox, expired eBox documents, look-ups older than
+    STUDENTWORK_LOOKUP_AUDIT_MONTHS, applied ids older than the consumed topics keep
+    records."""
+    import asyncpg
+
+    from streams.retention import PurgeReport
+    from streams.retention import purge as run_purge
+
+    settings = settings_from_environment()
+
+    async def run() -> PurgeReport:
+        pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1)
+        try:
+            return await run_purge(pool, settings, datetime.now(UTC), dry_run=dry_run)
+        finally:
+            await pool.close()
+
+    report = asyncio.run(run())
+    verb = "would purge" if dry_run else "purged"
+    typer.echo(
+        f"{verb}: {len(report.pdfs)} attestation PDFs, {report.ebox_documents} eBox documents, "
+        f"{report.lookups} look-ups, {report.applied_ids} applied ids"
+    )
+    for attestation_id in report.pdfs:
+        typer.echo(f"  attestation {attestation_id}")
+    if report.applied_ids_before is not None:
+        typer.echo(f"applied ids before {report.applied_ids_before:%Y-%m-%d %H:%M} UTC")
+    if report.applied_ids_kept_because:
+        typer.echo(f"applied ids kept: {report.applied_ids_kept_because}")

@@ -234,16 +234,39 @@ def balance_document(balance: Balance) -> dict[str, Any]:
     }
 
 
-def balance_event_bytes(document: dict[str, Any], version: int, now: datetime) -> bytes:
-    """The ``student.balances`` message for a stored balance document."""
+#: The fields of a stored balance document that the public ``student.balances`` carries
+#: (``BalanceEvent``): the figures of the year, no employers, no wages.
+PUBLIC_BALANCE_FIELDS = (
+    "ssin",
+    "year",
+    "quota",
+    "used",
+    "remaining",
+    "reducedHours",
+    "ordinaryHours",
+    "neutralisedHours",
+    "lateHours",
+)
+
+
+def _event_bytes(document: dict[str, Any], event_id: str, now: datetime) -> bytes:
     return json.dumps(
-        {
-            "eventId": f"balance:{document['ssin']}:{document['year']}:{version}",
-            **document,
-            "computedAt": now.isoformat().replace("+00:00", "Z"),
-        },
+        {"eventId": event_id, **document, "computedAt": now.isoformat().replace("+00:00", "Z")},
         separators=(",", ":"),
     ).encode()
+
+
+def balance_event_bytes(document: dict[str, Any], version: int, now: datetime) -> bytes:
+    """The public ``student.balances`` message for a stored balance document: only the
+    figures the student's own applications may see (:data:`PUBLIC_BALANCE_FIELDS`)."""
+    public = {name: document[name] for name in PUBLIC_BALANCE_FIELDS}
+    return _event_bytes(public, f"balance:{document['ssin']}:{document['year']}:{version}", now)
+
+
+def ledger_event_bytes(document: dict[str, Any], version: int, now: datetime) -> bytes:
+    """The internal ``student.ledger`` message: the whole stored document, every term
+    with its employer and gross wage."""
+    return _event_bytes(document, f"ledger:{document['ssin']}:{document['year']}:{version}", now)
 
 
 def printable(text: str, limit: int = 2000) -> str:

@@ -19,7 +19,7 @@ import asyncpg
 from pydantic import ValidationError
 
 from db import store
-from db.store import AppliedEvent, DeadLetterPayload, OutboxMessage
+from db.store import AppliedEvent, DeadLetterPayload, EmployerIdentity, OutboxMessage
 from quota import (
     AnomalyCode,
     Command,
@@ -30,13 +30,14 @@ from quota import (
     apply_batch,
     compute_balance,
     period_id_for,
+    refreshed_balances,
 )
 from quota.balance import Balance
 from schemas.answers import AnswerAction, AnsweredRecord, QuotaChange
 from schemas.declarations import DimonaDeclaration, DmfaDeclaration
 from schemas.identifiers import normalize_ssin
 from schemas.settings import Settings
-from schemas.topics import ACKS, BALANCES, DIMONA, DMFA, REJECTED
+from schemas.topics import ACKS, BALANCES, DIMONA, DMFA, LEDGER, REJECTED
 from streams.messages import (
     answer_for,
     balance_document,
@@ -51,6 +52,7 @@ from streams.messages import (
     guess_employer,
     guess_event_id,
     header_event_id,
+    ledger_event_bytes,
     printable,
     refusal_answer,
     refusal_code,
@@ -100,6 +102,11 @@ def _key_ssin(key: bytes | None) -> str | None:
         return None
 
 
+def _balance_count(messages: Sequence[OutboxMessage]) -> int:
+    """How many balances changed: each has one public and one internal message."""
+    return sum(message.topic == BALANCES for message in messages)
+
+
 def _period_employer(ledgers: dict[str, StudentLedger], outcome: Outcome) -> str | None:
     """Who to answer: the command's employer, or for a follow-up that named only its
     period, the employer of that period (None when the period is unknown)."""
@@ -121,6 +128,22 @@ class Intake:
     #: The sender's own event id (answers name it in ``inReplyTo``).
     reply_to: str
     digest: bytes
+    #: (``NSSO<number>``, enterprise number) when the message names both: one employer.
+    identities: tuple[str, str] | None = None
+
+
+@dataclass
+class EmployerIdsImport:
+    """What an operator's import of employer identities did."""
+
+    learned: int = 0
+    #: Pairs already stored as given.
+    known: int = 0
+    #: Pairs naming another enterprise for a known NSSO number: refused, not stored.
+    conflicts: list[EmployerIdentity] = field(default_factory=list)
+    #: Students whose rows were merged, and how many of their balances changed.
+    students: int = 0
+    balances_changed: int = 0
 
 
 @dataclass
@@ -238,11 +261,13 @@ class BatchProcessor:
                 reply_to = self._event_id(record, dimona.event_id)
                 command: Command = dimona_command(dimona, received_at, reply_to)
                 named = dimona.worker.ssin if dimona.worker is not None else None
+                identities = dimona.employer.identities if dimona.employer else None
             elif record.topic == DMFA:
                 dmfa = DmfaDeclaration.model_validate_json(record.value)
                 reply_to = self._event_id(record, dmfa.event_id)
                 command = dmfa_command(dmfa, received_at, reply_to)
                 named = dmfa.worker.ssin
+                identities = dmfa.employer.identities
             else:
                 return Rejection(record, f"no processing is defined for topic {record.topic}")
         except ValidationError as error:
@@ -266,7 +291,7 @@ class BatchProcessor:
                 "declaration was received",
                 AnomalyCode.DATE_OUT_OF_RANGE,
             )
-        return Intake(record, ssin, command, reply_to, body_digest(record.value))
+        return Intake(record, ssin, command, reply_to, body_digest(record.value), identities)
 
     @staticmethod
     def _event_id(record: RawRecord, given: str | None) -> str:
@@ -280,6 +305,7 @@ class BatchProcessor:
         parsed = [self.parse(record) for record in records]
         async with self._pool.acquire() as conn, conn.transaction():
             rules = self._settings.quota_rules.with_overrides(await store.quota_overrides(conn))
+            parsed, merged = await self._one_employer_identity(conn, parsed)
             ids = [item.command.event_id for item in parsed if isinstance(item, Intake)]
             ids += [item.dedupe_id for item in parsed if isinstance(item, Rejection)]
             stored = await store.applied_events(conn, ids)
@@ -297,9 +323,116 @@ class BatchProcessor:
                 if isinstance(item, Intake) and item.command.event_id not in stored
             ]
             fresh = await self._free_period_ids(conn, fresh)
-            ledgers = await store.load_ledgers(conn, {item.ssin for item in fresh})
+            ledgers = await store.load_ledgers(conn, {item.ssin for item in fresh} | merged)
             result = apply_batch(ledgers, [(i.ssin, i.command) for i in fresh], set(), rules)
-            return await self._save(conn, parsed, result.outcomes, result.balances, stored, ledgers)
+            computed = {(b.ssin, b.year) for b in result.balances}
+            balances = result.balances + refreshed_balances(ledgers, merged, rules, skip=computed)
+            return await self._save(conn, parsed, result.outcomes, balances, stored, ledgers)
+
+    @staticmethod
+    async def _one_employer_identity(
+        conn: asyncpg.Connection, parsed: Sequence[Intake | Rejection]
+    ) -> tuple[list[Intake | Rejection], set[str]]:
+        """One employer, one identity: learn the NSSO numbers the batch's messages pair
+        with an enterprise number, and give every command the enterprise number its
+        NSSO number belongs to.
+
+        A newly learned pair moves what was stored under the NSSO number to the
+        enterprise number (:func:`db.store.merge_employer_rows`); the students concerned
+        are returned, to be recomputed. A message pairing a known NSSO number with
+        another enterprise is refused (``EMPLOYER_IDS_CONFLICT``): a mapping is never
+        changed by a message. Idempotency keys keep the identifiers as written, so a
+        replay stays a replay after a mapping is learned.
+        """
+        intakes = [item for item in parsed if isinstance(item, Intake)]
+        named = {i.command.employer for i in intakes if i.command.employer} | {
+            i.identities[0] for i in intakes if i.identities is not None
+        }
+        nsso_ids = {employer for employer in named if employer.startswith("NSSO")}
+        if not nsso_ids:
+            return list(parsed), set()
+        known = await store.employer_identities(conn, nsso_ids)
+        candidates: dict[str, EmployerIdentity] = {}
+        for intake in intakes:
+            if intake.identities is not None and intake.identities[0] not in known:
+                nsso_id, enterprise = intake.identities
+                candidates.setdefault(
+                    nsso_id, EmployerIdentity(nsso_id, enterprise, "message", intake.record.origin)
+                )
+        learned = await store.learn_employer_identities(conn, list(candidates.values()))
+        # A pair another worker stored meanwhile is read back: it is the one that stands.
+        known.update(
+            await store.employer_identities(conn, set(candidates) - {i.nsso_id for i in learned})
+        )
+        known.update({i.nsso_id: i.enterprise_number for i in learned})
+        merged: set[str] = set()
+        for identity in learned:
+            merged |= await store.merge_employer_rows(
+                conn, identity.nsso_id, identity.enterprise_number
+            )
+        out: list[Intake | Rejection] = []
+        for item in parsed:
+            if isinstance(item, Rejection):
+                out.append(item)
+                continue
+            if item.identities is not None and known[item.identities[0]] != item.identities[1]:
+                nsso_id, enterprise = item.identities
+                out.append(
+                    Rejection(
+                        item.record,
+                        f"NSSO number {nsso_id.removeprefix('NSSO')} belongs to another "
+                        f"enterprise than {enterprise} in the records of this service; "
+                        "send the enterprise number alone, or ask the operator to check "
+                        "the mapping",
+                        AnomalyCode.EMPLOYER_IDS_CONFLICT,
+                    )
+                )
+                continue
+            employer = item.command.employer
+            if employer is not None and employer in known:
+                item = replace(item, command=replace(item.command, employer=known[employer]))
+            out.append(item)
+        return out, merged
+
+    async def import_employer_identities(
+        self, identities: Sequence[EmployerIdentity]
+    ) -> EmployerIdsImport:
+        """Store an operator's (NSSO number, enterprise number) pairs, merge what was
+        stored under each new NSSO number and recompute and publish the balances of the
+        students concerned, in one transaction (under the quota lock, shared, as a
+        batch). A known NSSO number with the same enterprise is left as it is; with
+        another it is refused and reported, never changed."""
+        report = EmployerIdsImport()
+        async with self._pool.acquire() as conn, conn.transaction():
+            rules = self._settings.quota_rules.with_overrides(await store.quota_overrides(conn))
+            known = await store.employer_identities(conn, [i.nsso_id for i in identities])
+            fresh: dict[str, EmployerIdentity] = {}
+            for identity in identities:
+                standing = known.get(identity.nsso_id) or (
+                    fresh[identity.nsso_id].enterprise_number if identity.nsso_id in fresh else None
+                )
+                if standing is None:
+                    fresh[identity.nsso_id] = identity
+                elif standing == identity.enterprise_number:
+                    report.known += 1
+                else:
+                    report.conflicts.append(identity)
+            learned = await store.learn_employer_identities(conn, list(fresh.values()))
+            report.learned = len(learned)
+            merged: set[str] = set()
+            for identity in learned:
+                merged |= await store.merge_employer_rows(
+                    conn, identity.nsso_id, identity.enterprise_number
+                )
+            ledgers = await store.load_ledgers(conn, merged)
+            messages = await self._changed_balances(
+                conn, refreshed_balances(ledgers, merged, rules), self._clock()
+            )
+            await store.save_ledgers(conn, ledgers.values())
+            await store.enqueue(conn, messages)
+            report.students = len(merged)
+            report.balances_changed = _balance_count(messages)
+        return report
 
     @staticmethod
     async def _free_period_ids(conn: asyncpg.Connection, fresh: list[Intake]) -> list[Intake]:
@@ -409,7 +542,7 @@ class BatchProcessor:
                 )
             )
         balance_messages = await self._changed_balances(conn, balances, now)
-        report.balances_changed = len(balance_messages)
+        report.balances_changed = _balance_count(balance_messages)
         await store.save_ledgers(conn, ledgers.values())
         await store.record_applied_events(conn, new_ids)
         await store.save_dead_letter_payloads(conn, payloads)
@@ -485,9 +618,11 @@ class BatchProcessor:
                 )
             )
             key = f"{balance.ssin}:{balance.year}".encode()
+            # The figures for the student's applications, the terms for the service.
             messages.append(
                 OutboxMessage(BALANCES, key, balance_event_bytes(document, version, now))
             )
+            messages.append(OutboxMessage(LEDGER, key, ledger_event_bytes(document, version, now)))
         await store.save_balances(conn, rows)
         return messages
 
@@ -564,7 +699,7 @@ class BatchProcessor:
             balances = [compute_balance(ledger, year, rules) for ledger in ledgers.values()]
             messages = await self._changed_balances(conn, balances, now)
             await store.enqueue(conn, messages)
-            changed += len(messages)
+            changed += _balance_count(messages)
         return changed
 
 

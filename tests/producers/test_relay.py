@@ -59,7 +59,7 @@ async def test_answers_wait_in_the_outbox_until_a_relay_runs(
         pending = await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
     finally:
         await conn.close()
-    assert pending == 2  # the answer and the balance
+    assert pending == 3  # the answer, the public balance and the internal ledger record
 
     relay = WorkerProcess(pipeline, tmp_path / "relay.log", command="relay").start()
     try:

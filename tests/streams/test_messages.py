@@ -1,4 +1,5 @@
-"""The hand-built balance message is exactly the BalanceEvent contract."""
+"""The hand-built balance messages are exactly their contracts: the public one carries
+the figures of the year only, the internal one every term (issue 8, item 7)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ import json
 from datetime import UTC, date, datetime
 
 from quota import DeclarePeriod, QuotaRules, ReportWages, StudentLedger, apply, compute_balance
-from schemas.answers import BalanceEvent
-from streams.messages import balance_document, balance_event_bytes
+from schemas.answers import BalanceEvent, LedgerEvent
+from streams.messages import balance_document, balance_event_bytes, ledger_event_bytes
 
 WHEN = datetime(2026, 6, 1, 7, tzinfo=UTC)
 
 
-def test_balance_message_validates_and_round_trips() -> None:
+def _document() -> dict[str, object]:
     ledger = StudentLedger("93051822361")
     rules = QuotaRules()
     apply(
@@ -30,17 +31,42 @@ def test_balance_message_validates_and_round_trips() -> None:
         rules,
     )
     apply(ledger, ReportWages("dmfa:1", "0123456749", 2026, 3, 280, 420_000, WHEN), rules)
-    document = balance_document(compute_balance(ledger, 2026, rules))
-    raw = balance_event_bytes(document, 3, WHEN)
+    return balance_document(compute_balance(ledger, 2026, rules))
 
-    event = BalanceEvent.model_validate_json(raw)
-    assert event.event_id == "balance:93051822361:2026:3"
+
+def test_the_internal_ledger_message_validates_and_round_trips() -> None:
+    raw = ledger_event_bytes(_document(), 3, WHEN)
+
+    event = LedgerEvent.model_validate_json(raw)
+    assert event.event_id == "ledger:93051822361:2026:3"
     assert (event.quota, event.used, event.remaining) == (650, 680, 0)
     assert (event.reduced_hours, event.ordinary_hours) == (650, 30)
     assert [(t.employer, t.source, t.hours, t.dmfa_hours) for t in event.terms] == [
         ("0123456749", "dmfa", 280, 280),
         ("0403170701", "planned", 400, None),
     ]
+    assert [t.gross_wage_cents for t in event.terms] == [420_000, None]
     assert event.computed_at == WHEN
     # Every field of the contract is present, under its wire name.
     assert json.loads(raw) == event.model_dump(mode="json", by_alias=True)
+
+
+def test_the_public_balance_message_carries_no_employer_and_no_wage() -> None:
+    raw = balance_event_bytes(_document(), 3, WHEN)
+
+    assert json.loads(raw) == {
+        "eventId": "balance:93051822361:2026:3",
+        "ssin": "93051822361",
+        "year": 2026,
+        "quota": 650,
+        "used": 680,
+        "remaining": 0,
+        "reducedHours": 650,
+        "ordinaryHours": 30,
+        "neutralisedHours": 0,
+        "lateHours": 0,
+        "computedAt": "2026-06-01T07:00:00Z",
+    }
+    event = BalanceEvent.model_validate_json(raw)
+    assert json.loads(raw) == event.model_dump(mode="json", by_alias=True)
+    assert b"0123456749" not in raw and b"0403170701" not in raw and b"420000" not in raw

@@ -144,7 +144,10 @@ async def test_answers_and_balances_are_exact(pipeline: Pipeline, worker: Worker
         f"{other}:2026": (475, 26, 449),
         f"{late_student}:2026": (475, 0, 475),
     }
-    terms = {(t["employer"], t["source"], t["hours"]) for t in balances[f"{STUDENT}:2026"]["terms"]}
+    # The public topic carries the figures only; the terms are on the internal one.
+    assert all("terms" not in balance for balance in balances.values())
+    ledger = latest_by_key(await collect(b, pipeline.topic("student.ledger"), count=5, settle=1.0))
+    terms = {(t["employer"], t["source"], t["hours"]) for t in ledger[f"{STUDENT}:2026"]["terms"]}
     assert terms == {(EMPLOYER_A, "dmfa", 280), (EMPLOYER_B, "planned", 200)}
     assert balances[f"{late_student}:2026"]["lateHours"] == 40
 
