@@ -33,6 +33,7 @@ import hashlib
 import json
 from typing import Annotated, Any
 
+import asyncpg
 import pydantic
 from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
@@ -212,20 +213,50 @@ async def declare(
         raise HTTPException(
             400, f"{refusal_code(error).value}: {describe_validation_error(error)}"
         ) from error
-    subject = principal.subject
     event_id = _event_id(idempotency, declaration, raw)
+    try:
+        stored = await _store(state, pool, principal, declaration, body, raw, event_id)
+    except asyncpg.UniqueViolationError:
+        # The same key posted twice at once: the other request stored it first.
+        async with pool.acquire() as conn:
+            earlier = await queries.by_event_id(conn, principal.subject, event_id)
+        if earlier is None:
+            raise
+        stored = _replay(earlier, event_id, hashlib.sha256(raw).digest())
+    return _accepted(stored, response)
+
+
+def _replay(
+    earlier: queries.HttpDeclaration, event_id: str, digest: bytes
+) -> queries.HttpDeclaration:
+    """The declaration stored under the key again; another body under it is refused."""
+    if earlier.body_sha256 != digest:
+        raise HTTPException(
+            409,
+            f"the idempotency key {event_id!r} was used for another body "
+            f"(declaration {earlier.declaration_id})",
+        )
+    return earlier
+
+
+async def _store(
+    state: State,
+    pool: Pool,
+    principal: Principal,
+    declaration: DimonaDeclaration,
+    body: dict[str, Any],
+    raw: bytes,
+    event_id: str,
+) -> queries.HttpDeclaration:
+    """Check who may send it, then store the row and its record (outbox) in one
+    transaction; the declaration stored earlier under the same key, if any."""
+    subject = principal.subject
     digest = hashlib.sha256(raw).digest()
     follow_up = declaration.dimona_update or declaration.dimona_cancel
     async with pool.acquire() as conn, conn.transaction():
         earlier = await queries.by_event_id(conn, subject, event_id)
         if earlier is not None:
-            if earlier.body_sha256 != digest:
-                raise HTTPException(
-                    409,
-                    f"the idempotency key {event_id!r} was used for another body "
-                    f"(declaration {earlier.declaration_id})",
-                )
-            return _accepted(earlier, response)
+            return _replay(earlier, event_id, digest)
 
         named = declaration.employer.employer_id if declaration.employer is not None else None
         reference = follow_up.period_id if follow_up is not None else None
@@ -291,7 +322,7 @@ async def declare(
         )
         await queries.insert(conn, stored, ack_event_id=f"ack:{key}")
         await store.enqueue(conn, [OutboxMessage(DIMONA, ssin.encode(), value)])
-    return _accepted(stored, response)
+    return stored
 
 
 @router.get(
