@@ -1,9 +1,10 @@
 """``studentwork demo``: the whole system on the embedded default, with a simulated year.
 
 Starts local Kafka and PostgreSQL (or uses ``KAFKA_BOOTSTRAP`` / ``DATABASE_URL``),
-migrates, runs the worker (agents, relay, API) and the eBox consumer as child processes,
-feeds a simulated year, prints what happened and a ready-to-paste ``curl``, then serves
-the API until Ctrl-C and stops everything it started.
+migrates, runs the worker (lanes, relay, ``/health``), the HTTP API (``studentwork api``)
+and the eBox consumer as child processes, feeds a simulated year, prints what happened
+and a ready-to-paste ``curl`` against the API, then serves until Ctrl-C and stops
+everything it started.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -38,7 +41,11 @@ def register(cli: typer.Typer) -> None:
 def demo(
     students: Annotated[int, typer.Option(help="Students in the simulated year.")] = 3000,
     seed: Annotated[int, typer.Option(help="Simulation seed (same seed, same year).")] = 2026,
-    port: Annotated[int, typer.Option(help="Port of the HTTP API.")] = 6066,
+    port: Annotated[int, typer.Option(help="Port of the HTTP API (studentwork api).")] = 8080,
+    health_port: Annotated[
+        int | None,
+        typer.Option(help="Port of the worker's /health (default: any free port)."),
+    ] = None,
     exit_after_feed: Annotated[
         bool, typer.Option(help="Stop after the summary instead of serving the API.")
     ] = False,
@@ -61,6 +68,7 @@ def demo(
                     students=students,
                     seed=seed,
                     port=port,
+                    health_port=health_port if health_port is not None else _free_port(),
                     exit_after_feed=exit_after_feed,
                 )
     except MissingTool as error:
@@ -68,14 +76,22 @@ def demo(
         raise typer.Exit(2) from error
 
 
-def _demo_env(kafka: str, database: str, port: int) -> dict[str, str]:
+def _free_port() -> int:
+    """A port nobody listens on now, so two demos (or a demo and tests) never collide."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _demo_env(kafka: str, database: str, port: int, health_port: int) -> dict[str, str]:
     return {
         **os.environ,
         "KAFKA_BOOTSTRAP": kafka,
         "DATABASE_URL": database,
         # Simulated submissions carry their simulated moment as the record timestamp.
         "STUDENTWORK_INPUT_TIMESTAMP_TYPE": "CreateTime",
-        "STUDENTWORK_WEB_PORT": str(port),
+        "STUDENTWORK_WEB_PORT": str(health_port),
+        "STUDENTWORK_API_PORT": str(port),
         "STUDENTWORK_LOG_LEVEL": os.environ.get("STUDENTWORK_LOG_LEVEL", "warning"),
         # The demo runs on the repository's public development secrets.
         "STUDENTWORK_DEVELOPMENT": "true",
@@ -124,28 +140,32 @@ def _run(
     students: int,
     seed: int,
     port: int,
+    health_port: int,
     exit_after_feed: bool,
 ) -> None:
     from schemas.settings import Settings
     from streams.admin import prepare
 
-    env = _demo_env(kafka, database, port)
+    env = _demo_env(kafka, database, port, health_port)
     settings = Settings(
         kafka_bootstrap=kafka,
         database_url=database,
         input_timestamp_type="CreateTime",
-        web_port=port,
+        web_port=health_port,
+        api_port=port,
         development=True,
     )
     asyncio.run(prepare(settings))
     asyncio.run(_load_employer_names(settings))
     worker_log = workdir / "worker.log"
+    api_log = workdir / "api.log"
     # Faust prints readiness at info level; the demo reads it from the log.
     with (
         _child(
             "worker", ["worker"], {**env, "STUDENTWORK_LOG_LEVEL": "info"}, worker_log
         ) as worker,
         _child("eBox consumer", ["ebox"], env, workdir / "ebox.log"),
+        _child("API", ["api"], env, api_log) as api,
     ):
         _wait_for(
             lambda: "Worker]: Ready" in worker_log.read_text(errors="replace"),
@@ -154,8 +174,10 @@ def _run(
             worker,
             worker_log,
         )
+        _wait_for(lambda: _answers(port), "API", 60, api, api_log)
         console.print(
-            f"[bold]worker[/bold] ready, API on http://127.0.0.1:{port} (logs in {workdir})"
+            f"[bold]worker[/bold] ready (health on http://127.0.0.1:{health_port}/health), "
+            f"[bold]API[/bold] on http://127.0.0.1:{port} (logs in {workdir})"
         )
         fed = asyncio.run(
             _feed(settings, students=students, seed=seed, worker=worker, log=worker_log)
@@ -164,7 +186,7 @@ def _run(
         _print_summary(summary, fed)
         token_for = summary["example_student"]
         if token_for:
-            from streams.web.auth import Role, mint_token
+            from api.auth import Role, mint_token
 
             token = mint_token(settings, Role.STUDENT, token_for)
             console.print("\n[bold]Try the API[/bold] (token valid one hour):")
@@ -202,6 +224,15 @@ async def _load_employer_names(settings: Any) -> None:
         f"[bold]employer names[/bold] {report.names} names of {report.enterprises} "
         f"enterprises from {KBO_FIXTURE.name}/ (refused: {report.refused})"
     )
+
+
+def _answers(port: int) -> bool:
+    """Whether the API on ``port`` serves its OpenAPI document (it is then ready)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/openapi.json", timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
 
 
 _WEEK_MS = 7 * 24 * 3600 * 1000

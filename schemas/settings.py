@@ -121,8 +121,12 @@ class Settings(BaseSettings):
         default_factory=lambda: Path(tempfile.gettempdir()) / "studentwork",
         description="Where faust keeps its local files (nothing of record is kept there).",
     )
-    web_host: str = "127.0.0.1"
-    web_port: int = 6066
+    web_host: str = Field("127.0.0.1", description="Address of the worker's /health server.")
+    web_port: int = Field(6066, description="Port of the worker's /health server.")
+    api_host: str = Field(
+        "127.0.0.1", description="Address the HTTP API (`studentwork api`) listens on."
+    )
+    api_port: int = Field(8080, description="Port the HTTP API (`studentwork api`) listens on.")
     log_level: str = "info"
     development: bool = Field(
         False,

@@ -1,6 +1,7 @@
 """The worker process, assembled: faust hosts it, the runtime's lanes consume.
 
-faust gives the process its lifecycle (start, signals, clean stop), the web server, the
+faust gives the process its lifecycle (start, signals, clean stop), the web server of
+``/health``, the
 leader's crontab and timers. Every input topic is read by a lane of
 :mod:`streams.runtime`, which commits offsets only after the batch's transaction
 committed. This module only wires the parts together; what the parts do is in
@@ -53,7 +54,7 @@ def create_app(
     services: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
     publish_rotation: Callable[..., Awaitable[list[int]]] | None = None,
 ) -> tuple[faust.App, WorkerState]:
-    """The faust app hosting the lanes, ``services`` (run as tasks) and the web views.
+    """The faust app hosting the lanes, ``services`` (run as tasks) and ``/health``.
 
     ``publish_rotation`` is the access-code scheduler's publisher, given by the caller
     that assembles the worker (the scheduler lives above this package).
@@ -82,8 +83,7 @@ def create_app(
     )
     state = WorkerState(settings, clock)
 
-    from streams import attestations, consents
-    from streams.web import register_views
+    from streams import attestations, consents, health
 
     async def no_rotation(*_: Any, **__: Any) -> list[int]:
         log.warning("no access-code scheduler in this worker; rotation is not published")
@@ -113,7 +113,8 @@ def create_app(
             await state.close()
 
     app.task(run_lanes)
-    register_views(app, state)
+    # The worker's web server answers /health only; the /v1 API is its own process (api/).
+    health.register(app, state)
 
     app.studentwork_state = state  # type: ignore[attr-defined]
     return app, state

@@ -546,7 +546,6 @@ def register_agents(
     codes = AccessCodes(settings)
     renderer = PdfRenderer(settings.pdf_processes)
     service = AttestationService(state, codes, renderer)
-    app.studentwork_access_codes = codes  # type: ignore[attr-defined]  # for the views
     # A batch renders every request in it before its offsets are committed: keep it to a
     # few documents per process so a burst never holds a partition for long.
     batch = max(1, min(settings.batch_size, 4 * settings.pdf_processes))

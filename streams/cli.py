@@ -1,4 +1,4 @@
-"""The stream worker's administration commands: migrations, topics, quota, tokens, schemas.
+"""The stream worker's administration commands: migrations, topics, quota, schemas.
 
 Registered on the ``studentwork`` command line by its root, :mod:`infra.cli`.
 """
@@ -27,7 +27,6 @@ def register(cli: typer.Typer) -> None:
     """Add this package's commands to ``cli``."""
     cli.command()(migrate)
     cli.command()(topics)
-    cli.command()(token)
     cli.add_typer(quota_cli, name="quota")
     cli.add_typer(schema_cli, name="schema")
 
@@ -148,30 +147,6 @@ def quota_set(
 
     asyncio.run(publish())
     typer.echo(f"published: quota {year} = {hours} hours (event {change.event_id})")
-
-
-def token(
-    role: Annotated[str, typer.Argument(help="student, employer or agency.")],
-    subject: Annotated[str, typer.Argument(help="SSIN (student) or enterprise number.")],
-    minutes: Annotated[int | None, typer.Option(help="Validity in minutes.")] = None,
-) -> None:
-    """Mint a development token (HS256, the configured secret) for the API."""
-    from datetime import timedelta
-
-    from schemas.identifiers import normalize_enterprise_number, normalize_ssin
-    from streams.web.auth import Role, mint_token
-
-    try:
-        parsed = Role(role)
-        normalized = (
-            normalize_ssin(subject)
-            if parsed is Role.STUDENT
-            else normalize_enterprise_number(subject)
-        )
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from error
-    ttl = timedelta(minutes=minutes) if minutes else None
-    typer.echo(mint_token(settings_from_environment(), parsed, normalized, ttl=ttl))
 
 
 @schema_cli.command("export")

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ class Pipeline:
     database_url: str
     prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:8]}.")
     web_port: int = field(default_factory=free_port)
+    api_port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
@@ -77,6 +79,7 @@ class Pipeline:
             "STUDENTWORK_BATCH_WITHIN": "0.1",
             "STUDENTWORK_RELAY_POLL_SECONDS": "0.2",
             "STUDENTWORK_WEB_PORT": str(self.web_port),
+            "STUDENTWORK_API_PORT": str(self.api_port),
             "STUDENTWORK_LOG_LEVEL": "info",
             # A SIGKILLed worker's partitions move to its successor after this long.
             "STUDENTWORK_SESSION_TIMEOUT_SECONDS": "8",
@@ -98,6 +101,11 @@ class Pipeline:
 
     def topic(self, name: str) -> str:
         return f"{self.prefix}{name}"
+
+    @property
+    def api_url(self) -> str:
+        """Base URL of this pipeline's HTTP API (:class:`ApiProcess`)."""
+        return f"http://127.0.0.1:{self.api_port}"
 
 
 class WorkerProcess:
@@ -160,6 +168,33 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
+
+
+class ApiProcess(WorkerProcess):
+    """``studentwork api`` (the HTTP tier) as a real subprocess.
+
+    Ready once it serves ``/v1/openapi.json``: uvicorn answers only after the lifespan
+    (migrations, pool) completed.
+    """
+
+    def __init__(self, pipeline: Pipeline, log_path: Path) -> None:
+        super().__init__(pipeline, log_path, command="api")
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        url = f"{self.pipeline.api_url}/v1/openapi.json"
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            if self.proc is not None and self.proc.poll() is not None:
+                text = self.log_path.read_text(errors="replace")
+                raise RuntimeError(f"api exited early:\n{text[-3000:]}")
+            time.sleep(0.2)
+        raise TimeoutError(f"api not ready:\n{self.log_path.read_text()[-3000:]}")
 
 
 def dimona_in(

@@ -21,10 +21,18 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from api.auth import Role, mint_token
 from consumers.ebox import READY_MESSAGE, consumer_group, purge
 from db import ebox as ebox_db
-from streams.web.auth import Role, mint_token
-from tests.support import EMPLOYER_A, Outgoing, Pipeline, WorkerProcess, publish, valid_ssin
+from tests.support import (
+    EMPLOYER_A,
+    ApiProcess,
+    Outgoing,
+    Pipeline,
+    WorkerProcess,
+    publish,
+    valid_ssin,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -130,11 +138,17 @@ def consumer(pipeline: Pipeline, logs: Path, worker: WorkerProcess) -> Iterator[
         process.stop()
 
 
+@pytest.fixture(scope="module")
+def api(pipeline: Pipeline, logs: Path, worker: WorkerProcess) -> Iterator[ApiProcess]:
+    with ApiProcess(pipeline, logs / "api.log") as process:
+        yield process
+
+
 @pytest.fixture
-async def http(pipeline: Pipeline, consumer: EboxProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{pipeline.web_port}", timeout=10
-    ) as client:
+async def http(
+    pipeline: Pipeline, consumer: EboxProcess, api: ApiProcess
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=pipeline.api_url, timeout=10) as client:
         yield client
 
 

@@ -28,17 +28,18 @@ import httpx
 import pytest
 from PIL import Image
 
+from api.auth import Role, mint_token
 from db.migrate import migrate
 from producers.access_code_scheduler import publish_rotation
 from quota.access_codes import format_code
 from schemas.attestations import AttestationRequest
 from schemas.topics import ACCESS_CODES_ROTATE
 from streams.attestations import AccessCodes, partition_of
-from streams.web.auth import Role, mint_token
 from tests.support import (
     EMPLOYER_A,
     EMPLOYER_B,
     STUDENT,
+    ApiProcess,
     Outgoing,
     Pipeline,
     WorkerProcess,
@@ -93,23 +94,31 @@ class World:
     logs: Path
     db: asyncpg.Pool
     worker: WorkerProcess | None = None
+    api: ApiProcess | None = None
     today: date | None = None
     facts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.pipeline.web_port}"
+        return self.pipeline.api_url
 
     async def on(self, day: date) -> None:
-        """Make sure the running worker believes today is ``day``."""
+        """Make sure the running worker and API believe today is ``day``."""
         if self.today == day and self.worker is not None:
             return
-        if self.worker is not None:
-            await asyncio.to_thread(self.worker.stop)
+        await self.stop()
         self.pipeline.extra_env["STUDENTWORK_TODAY"] = day.isoformat()
         worker = WorkerProcess(self.pipeline, self.logs / f"worker-{day}.log").start()
         self.worker, self.today = worker, day
         await asyncio.to_thread(worker.wait_ready)
+        self.api = ApiProcess(self.pipeline, self.logs / f"api-{day}.log").start()
+        await asyncio.to_thread(self.api.wait_ready)
+
+    async def stop(self) -> None:
+        """Stop the worker and the API of the current date."""
+        for process in (self.api, self.worker):
+            if process is not None:
+                await asyncio.to_thread(process.stop)
 
     def headers(self, role: Role, subject: str) -> dict[str, str]:
         token = mint_token(self.pipeline.settings(), role, subject)
@@ -243,8 +252,7 @@ async def world(
     try:
         yield world
     finally:
-        if world.worker is not None:
-            await asyncio.to_thread(world.worker.stop)
+        await world.stop()
         await pool.close()
 
 

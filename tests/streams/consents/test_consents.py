@@ -17,10 +17,11 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from streams.web.auth import Role, mint_token
+from api.auth import Role, mint_token
 from tests.support import (
     EMPLOYER_A,
     EMPLOYER_B,
+    ApiProcess,
     Outgoing,
     Pipeline,
     WorkerProcess,
@@ -54,11 +55,18 @@ def worker(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield process
 
 
+@pytest.fixture(scope="module")
+def api(
+    pipeline: Pipeline, worker: WorkerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiProcess]:
+    log = tmp_path_factory.mktemp("consents") / "api.log"
+    with ApiProcess(pipeline, log) as process:
+        yield process
+
+
 @pytest.fixture
-async def http(pipeline: Pipeline, worker: WorkerProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{pipeline.web_port}", timeout=10
-    ) as client:
+async def http(pipeline: Pipeline, api: ApiProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=pipeline.api_url, timeout=10) as client:
         yield client
 
 

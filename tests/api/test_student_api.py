@@ -1,6 +1,7 @@
-"""The student API end to end: declarations on Kafka, a real worker, answers over HTTP.
+"""The student API end to end: declarations on Kafka, a real worker, answers over HTTP
+from the real API process (``studentwork api``).
 
-One worker serves the whole module (starting one takes seconds); the scenario is
+One worker and one API serve the whole module (starting one takes seconds); the scenario is
 published once and every test reads it. "Today" is pinned to 26 November 2026.
 
 The scenario (quota 650 hours in 2026), in order of acceptance:
@@ -31,13 +32,15 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from api.app import create_app, endpoints
+from api.auth import Role, mint_token
 from quota.calendar import BRUSSELS
 from schemas.settings import Settings
-from streams.web.auth import Role, mint_token
 from tests.support import (
     EMPLOYER_A,
     EMPLOYER_B,
     STUDENT,
+    ApiProcess,
     Outgoing,
     Pipeline,
     WorkerProcess,
@@ -171,8 +174,26 @@ async def scenario(pipeline: Pipeline, worker: WorkerProcess) -> Scenario:
     return Scenario(periods)
 
 
+@pytest.fixture(scope="module")
+def api(
+    pipeline: Pipeline, worker: WorkerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiProcess]:
+    log = tmp_path_factory.mktemp("student-api") / "api.log"
+    with ApiProcess(pipeline, Path(log)) as process:
+        yield process
+
+
 @pytest.fixture
-async def client(pipeline: Pipeline, worker: WorkerProcess) -> AsyncIterator[httpx.AsyncClient]:
+async def client(pipeline: Pipeline, api: ApiProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=pipeline.api_url) as http:
+        yield http
+
+
+@pytest.fixture
+async def worker_http(
+    pipeline: Pipeline, worker: WorkerProcess
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The worker's own web server, which answers /health only."""
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{pipeline.web_port}") as http:
         yield http
 
@@ -692,10 +713,10 @@ async def test_malformed_parameters_give_400_with_a_reason(
 
 
 async def test_health_is_ok_with_an_empty_backlog_once_settled(
-    scenario: Scenario, client: httpx.AsyncClient
+    scenario: Scenario, worker_http: httpx.AsyncClient
 ) -> None:
     response = await eventually(
-        lambda: client.get("/health"),
+        lambda: worker_http.get("/health"),
         lambda r: r.status_code == 200 and r.json()["relayBacklog"] == 0,
     )
     assert response.status_code == 200
@@ -706,7 +727,9 @@ async def test_health_is_ok_with_an_empty_backlog_once_settled(
     assert body["relayBacklog"] == 0
 
 
-async def test_openapi_lists_every_endpoint_with_its_schema(client: httpx.AsyncClient) -> None:
+async def test_openapi_lists_every_endpoint_with_its_schema(
+    pipeline: Pipeline, client: httpx.AsyncClient
+) -> None:
     response = await client.get("/v1/openapi.json")
     assert response.status_code == 200
     doc = response.json()
@@ -727,6 +750,21 @@ async def test_openapi_lists_every_endpoint_with_its_schema(client: httpx.AsyncC
     assert paths["/v1/me/balance"]["get"]["security"] == [{"bearerAuth": []}]
     # /health is the worker's own, not part of the /v1 API.
     assert "/health" not in paths
+    # Every route of the application is listed, each with its answer's schema.
+    routes = {
+        (route.path, method.lower())
+        for route in endpoints(create_app(pipeline.settings()))
+        for method in route.methods
+    }
+    assert routes == {(path, method) for path, methods in paths.items() for method in methods}
+    for route_path, methods in paths.items():
+        for method, operation in methods.items():
+            answered = {k: v for k, v in operation["responses"].items() if k.startswith("2")}
+            assert answered, (method, route_path)
+            for status, answer in answered.items():
+                assert answer["content"], (method, route_path, status)
+                for content in answer["content"].values():
+                    assert content["schema"], (method, route_path, status)
     detail = doc["components"]["schemas"]["YearDetail"]["properties"]
     assert {"remaining", "terms", "checks", "employers"} <= set(detail)
     quarter = doc["components"]["schemas"]["QuarterDetail"]["properties"]

@@ -1,4 +1,4 @@
-"""The student's API: balance, detailed view, calendar, plus OpenAPI.
+"""The student's API: balance, detailed view, calendar.
 
 What a student sees (DOMAIN.md section 4):
 
@@ -14,8 +14,6 @@ What a student sees (DOMAIN.md section 4):
     The days booked or worked per employer.
 ``GET /v1/students/{ssin}/balance``
     The balance with an explicit SSIN: the caller's own only (403 for anyone else's).
-``GET /v1/openapi.json``
-    For client developers; no token. (``/health`` is the worker's: :mod:`streams.health`.)
 
 Figures come from the system of record through :mod:`db.reads` (read-only, no locks):
 the overview reads the stored balances, the detailed view recomputes the year with the
@@ -23,31 +21,21 @@ pure domain core (:func:`quota.compute_balance`) over one consistent snapshot, s
 term shown is exactly the one the worker applied. The quota of a year is always the
 effective one: configuration plus the operators' changes in ``quota_years``.
 
-"Today" is ``settings.today_in_brussels(clock())``, so tests and demos can pin it.
+"Today" is :meth:`api.deps.ApiState.today`, so tests and demos can pin it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import calendar
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import date, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Annotated
 
-import asyncpg
-import faust
-from faust import web
-from faust.web import exceptions
-from pydantic import BaseModel
+from fastapi import APIRouter, HTTPException, Path
 
-from db import reads
-from quota import Balance, BalanceTerm, Period, QuotaRules, StudentLedger, compute_balance
-from quota.balance import TermSource
-from quota.calendar import brussels_date
-from quota.employment import spells
-from quota.rules import STUDENT_MONTHS_IN_A_ROW
-from schemas.api import (
+from api.deps import COMMON_ERRORS, Pool, State, StudentSsin
+from api.models import (
     BalanceOverview,
     CalendarEmployer,
     CalendarPeriod,
@@ -56,30 +44,22 @@ from schemas.api import (
     DeclarationOut,
     DmfaStatus,
     EmployerDetail,
-    Operation,
-    Parameter,
     QuarterDetail,
     TermExplanation,
     YearBalance,
     YearCalendar,
     YearDetail,
-    add_operation,
-    openapi_document,
 )
+from db import reads
+from quota import Balance, BalanceTerm, Period, QuotaRules, StudentLedger, compute_balance
+from quota.balance import TermSource
+from quota.calendar import brussels_date
+from quota.employment import spells
+from quota.rules import STUDENT_MONTHS_IN_A_ROW
 from schemas.identifiers import format_enterprise_number, normalize_ssin
-from streams.web.auth import Role
-from streams.web.base import ApiView
-
-if TYPE_CHECKING:
-    from streams.runtime import WorkerState
 
 #: First year of the hour quota (earlier years counted days and are not modelled).
 FIRST_YEAR = 2017
-
-#: Seconds a view waits for the database pool before answering 503.
-POOL_TIMEOUT = 10.0
-
-_DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 # ------------------------------------------------------------------------ pure helpers
@@ -134,12 +114,12 @@ def parse_year(raw: str, today: date) -> int:
     """
     text = raw.strip()
     if not text.isascii() or not text.isdigit():
-        raise exceptions.ValidationError(f"year must be a whole number (got {raw[:16]!r})")
+        raise HTTPException(400, f"year must be a whole number (got {raw[:16]!r})")
     year = int(text)
     last = today.year + 1
     if not FIRST_YEAR <= year <= last:
-        raise exceptions.ValidationError(
-            f"unknown year {year}: the quota is known from {FIRST_YEAR} to {last}"
+        raise HTTPException(
+            400, f"unknown year {year}: the quota is known from {FIRST_YEAR} to {last}"
         )
     return year
 
@@ -561,204 +541,90 @@ def year_calendar(ledger: StudentLedger, year: int) -> YearCalendar:
     return YearCalendar(ssin=ledger.ssin, year=year, employers=employers)
 
 
-# ------------------------------------------------------------------------------- views
+# ---------------------------------------------------------------------------- endpoints
+
+router = APIRouter(tags=["student"], responses=COMMON_ERRORS)
+
+#: The ``{year}`` path parameter: read as text and checked by :func:`parse_year`, so a
+#: wrong year gets its own reason (not a number, before 2017, after next year).
+YearPath = Annotated[
+    str,
+    Path(
+        description=f"Calendar year, {FIRST_YEAR} to next year (400 otherwise).",
+        json_schema_extra={"type": "integer", "minimum": FIRST_YEAR},
+    ),
+]
+SsinPath = Annotated[str, Path(description="SSIN, 11 digits (dots and dashes allowed).")]
 
 
-def _dump(model: BaseModel) -> dict[str, Any]:
-    return model.model_dump(mode="json", by_alias=True)
+async def _overview(state: State, pool: Pool, ssin: str) -> BalanceOverview:
+    today = state.today()
+    years = [today.year - 1, today.year, today.year + 1]
+    async with reads.read_snapshot(pool) as conn:
+        overrides = await reads.quota_overrides(conn)
+        stored = await reads.stored_balances(conn, ssin, years)
+    rules = state.settings.quota_rules.with_overrides(overrides)
+    return balance_overview(ssin, today, rules, stored)
 
 
-class StudentView(ApiView):
-    """Shared by the student views: who is calling, today, and the database."""
-
-    def today(self) -> date:
-        return self.state.settings.today_in_brussels(self.state.clock())
-
-    def student(self, request: web.Request, today: date) -> str:
-        """The SSIN of the calling student (401 without a valid token, 403 other roles)."""
-        principal = self.principal(request, Role.STUDENT)
-        try:
-            return normalize_ssin(principal.subject, today=today)
-        except ValueError as error:
-            raise exceptions.NotAuthenticated("the token does not name a valid SSIN") from error
-
-    async def pool(self) -> asyncpg.Pool:
-        try:
-            return await asyncio.wait_for(self.state.pool(), POOL_TIMEOUT)
-        except _DATABASE_ERRORS as error:
-            raise _unavailable() from error
-
-    async def overview(self, ssin: str, today: date) -> web.Response:
-        years = [today.year - 1, today.year, today.year + 1]
-        try:
-            async with reads.read_snapshot(await self.pool()) as conn:
-                overrides = await reads.quota_overrides(conn)
-                stored = await reads.stored_balances(conn, ssin, years)
-        except _DATABASE_ERRORS as error:
-            raise _unavailable() from error
-        rules = self.state.settings.quota_rules.with_overrides(overrides)
-        return self.json(_dump(balance_overview(ssin, today, rules, stored)))
-
-    async def ledger(self, ssin: str, year: int) -> tuple[StudentLedger, QuotaRules]:
-        try:
-            async with reads.read_snapshot(await self.pool()) as conn:
-                overrides = await reads.quota_overrides(conn)
-                ledger = await reads.student_ledger(conn, ssin, year)
-        except _DATABASE_ERRORS as error:
-            raise _unavailable() from error
-        return ledger, self.state.settings.quota_rules.with_overrides(overrides)
-
-
-def _unavailable() -> exceptions.WebError:
-    return exceptions.ServerError("the database is unavailable; try again later", code=503)
-
-
-class MyBalanceView(StudentView):
-    """``GET /v1/me/balance``: the calling student's previous, current and next year."""
-
-    async def get(self, request: web.Request) -> web.Response:
-        today = self.today()
-        return await self.overview(self.student(request, today), today)
-
-
-class StudentBalanceView(StudentView):
-    """``GET /v1/students/{ssin}/balance``: the same, naming the SSIN explicitly.
-
-    Only the student named by the token may read it: another SSIN is 403 whether or not
-    that student exists, so the answer never reveals anything about someone else.
-    """
-
-    async def get(self, request: web.Request, ssin: str) -> web.Response:
-        today = self.today()
-        caller = self.student(request, today)
-        try:
-            wanted = normalize_ssin(ssin, today=today)
-        except ValueError as error:
-            raise exceptions.ValidationError(f"malformed SSIN: {error}") from error
-        if wanted != caller:
-            raise exceptions.PermissionDenied("a student may only see their own balance")
-        return await self.overview(caller, today)
-
-
-class YearDetailView(StudentView):
-    """``GET /v1/me/years/{year}``: how the balance of a year was computed."""
-
-    async def get(self, request: web.Request, year: str) -> web.Response:
-        today = self.today()
-        ssin = self.student(request, today)
-        wanted = parse_year(year, today)
-        try:
-            async with reads.read_snapshot(await self.pool()) as conn:
-                overrides = await reads.quota_overrides(conn)
-                ledger = await reads.student_ledger(conn, ssin, wanted)
-                history = await reads.student_periods(conn, ssin)
-        except _DATABASE_ERRORS as error:
-            raise _unavailable() from error
-        rules = self.state.settings.quota_rules.with_overrides(overrides)
-        balance = compute_balance(ledger, wanted, rules)
-        detail = year_detail(
-            ledger,
-            balance,
-            today,
-            history=history,
-            months_in_a_row=rules.student_months_in_a_row,
-        )
-        return self.json(_dump(detail))
-
-
-class YearCalendarView(StudentView):
-    """``GET /v1/me/years/{year}/calendar``: days booked or worked per employer."""
-
-    async def get(self, request: web.Request, year: str) -> web.Response:
-        today = self.today()
-        ssin = self.student(request, today)
-        wanted = parse_year(year, today)
-        ledger, _rules = await self.ledger(ssin, wanted)
-        return self.json(_dump(year_calendar(ledger, wanted)))
-
-
-class OpenApiView(ApiView):
-    """``GET /v1/openapi.json``: every registered endpoint with its response schema."""
-
-    async def get(self, request: web.Request) -> web.Response:
-        return self.json(
-            openapi_document(
-                title="Student@work API",
-                version="1",
-                description="Hour quota of Belgian student jobs: what students, employers "
-                'and agencies may see. Errors are JSON {"error": reason}.',
-            )
-        )
-
-
-# --------------------------------------------------------------------------- registry
-
-_YEAR = Parameter(
-    "year",
-    "path",
-    f"Calendar year, {FIRST_YEAR} to next year (400 otherwise).",
-    {"type": "integer", "minimum": FIRST_YEAR},
-)
-_STUDENT = ("student",)
-
-add_operation(
+@router.get(
     "/v1/me/balance",
-    "get",
-    Operation(
-        summary="Remaining hours of the previous, current and next year",
-        response=BalanceOverview,
-        tags=_STUDENT,
-        errors=(401, 403, 503),
-    ),
+    summary="Remaining hours of the previous, current and next year",
+    response_model=BalanceOverview,
 )
-add_operation(
-    "/v1/me/years/{year}",
-    "get",
-    Operation(
-        summary="How the balance of a year was computed",
-        description="Per employer planned, worked (DmfA) and still-to-work hours; per quarter "
-        "planned against actual, the DmfA status (received, awaiting, missing: overdue after "
-        "the last day of the month following the quarter) and the gross wage; every term of "
-        "the sum; what to check (planned above actual, missing DmfA, late declaration).",
-        response=YearDetail,
-        tags=_STUDENT,
-        parameters=(_YEAR,),
-        errors=(400, 401, 403, 503),
-    ),
-)
-add_operation(
-    "/v1/me/years/{year}/calendar",
-    "get",
-    Operation(
-        summary="Days booked or worked per employer",
-        response=YearCalendar,
-        tags=_STUDENT,
-        parameters=(_YEAR,),
-        errors=(400, 401, 403, 503),
-    ),
-)
-add_operation(
+async def my_balance(state: State, pool: Pool, ssin: StudentSsin) -> BalanceOverview:
+    return await _overview(state, pool, ssin)
+
+
+@router.get(
     "/v1/students/{ssin}/balance",
-    "get",
-    Operation(
-        summary="A student's balance by SSIN (the caller's own only)",
-        response=BalanceOverview,
-        tags=_STUDENT,
-        parameters=(Parameter("ssin", "path", "SSIN, 11 digits (dots and dashes allowed)."),),
-        errors=(400, 401, 403, 503),
-    ),
+    summary="A student's balance by SSIN (the caller's own only)",
+    response_model=BalanceOverview,
 )
-add_operation(
-    "/v1/openapi.json",
-    "get",
-    Operation(summary="This document", response=None, tags=("operations",), auth=False, errors=()),
-)
+async def student_balance(
+    state: State, pool: Pool, caller: StudentSsin, ssin: SsinPath
+) -> BalanceOverview:
+    """Only the student named by the token may read it: another SSIN is 403 whether or
+    not that student exists, so the answer never reveals anything about someone else."""
+    try:
+        wanted = normalize_ssin(ssin, today=state.today())
+    except ValueError as error:
+        raise HTTPException(400, f"malformed SSIN: {error}") from error
+    if wanted != caller:
+        raise HTTPException(403, "a student may only see their own balance")
+    return await _overview(state, pool, caller)
 
 
-def register(app: faust.App, state: WorkerState) -> None:
-    """Mount the student views and ``/v1/openapi.json``."""
-    app.page("/v1/me/balance", name="student_my_balance")(MyBalanceView)
-    app.page("/v1/me/years/{year}", name="student_year_detail")(YearDetailView)
-    app.page("/v1/me/years/{year}/calendar", name="student_year_calendar")(YearCalendarView)
-    app.page("/v1/students/{ssin}/balance", name="student_balance_by_ssin")(StudentBalanceView)
-    app.page("/v1/openapi.json", name="openapi")(OpenApiView)
+@router.get(
+    "/v1/me/years/{year}",
+    summary="How the balance of a year was computed",
+    description="Per employer planned, worked (DmfA) and still-to-work hours; per quarter "
+    "planned against actual, the DmfA status (received, awaiting, missing: overdue after "
+    "the last day of the month following the quarter) and the gross wage; every term of "
+    "the sum; what to check (planned above actual, missing DmfA, late declaration).",
+    response_model=YearDetail,
+)
+async def my_year(state: State, pool: Pool, ssin: StudentSsin, year: YearPath) -> YearDetail:
+    today = state.today()
+    wanted = parse_year(year, today)
+    async with reads.read_snapshot(pool) as conn:
+        overrides = await reads.quota_overrides(conn)
+        ledger = await reads.student_ledger(conn, ssin, wanted)
+        history = await reads.student_periods(conn, ssin)
+    rules = state.settings.quota_rules.with_overrides(overrides)
+    balance = compute_balance(ledger, wanted, rules)
+    return year_detail(
+        ledger, balance, today, history=history, months_in_a_row=rules.student_months_in_a_row
+    )
+
+
+@router.get(
+    "/v1/me/years/{year}/calendar",
+    summary="Days booked or worked per employer",
+    response_model=YearCalendar,
+)
+async def my_calendar(state: State, pool: Pool, ssin: StudentSsin, year: YearPath) -> YearCalendar:
+    wanted = parse_year(year, state.today())
+    async with reads.read_snapshot(pool) as conn:
+        ledger = await reads.student_ledger(conn, ssin, wanted)
+    return year_calendar(ledger, wanted)

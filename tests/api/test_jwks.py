@@ -25,8 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from schemas.settings import Settings
-from streams.web.auth import (
+from api.auth import (
     InvalidToken,
     Principal,
     Role,
@@ -35,7 +34,8 @@ from streams.web.auth import (
     verify_token,
     verify_token_async,
 )
-from tests.support import STUDENT, Pipeline, WorkerProcess
+from schemas.settings import Settings
+from tests.support import STUDENT, ApiProcess, Pipeline, WorkerProcess
 
 ISSUER = AUDIENCE = "studentwork"
 
@@ -294,7 +294,10 @@ async def test_the_api_verifies_tokens_with_the_jwks(
                 "STUDENTWORK_JWT_JWKS_REFRESH_COOLDOWN_SECONDS": "0",
             },
         )
-        with WorkerProcess(pipeline, tmp_path / "worker.log"):
+        with (
+            WorkerProcess(pipeline, tmp_path / "worker.log"),
+            ApiProcess(pipeline, tmp_path / "api.log"),
+        ):
             async with api(pipeline) as http:
 
                 async def status(value: str) -> int:
@@ -316,4 +319,4 @@ async def test_the_api_verifies_tokens_with_the_jwks(
 
 
 def api(pipeline: Pipeline) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=f"http://127.0.0.1:{pipeline.web_port}")
+    return httpx.AsyncClient(base_url=pipeline.api_url)

@@ -9,8 +9,15 @@ import socket
 from datetime import UTC, date, datetime
 
 import pytest
-from faust.web import exceptions
+from fastapi import HTTPException
 
+from api.student import (
+    dmfa_due_by,
+    dmfa_status,
+    employer_display,
+    parse_year,
+    year_detail,
+)
 from quota import (
     CancelPeriod,
     DeclarePeriod,
@@ -22,13 +29,6 @@ from quota import (
     period_id_for,
 )
 from streams.health import BrokerProbe
-from streams.web.student import (
-    dmfa_due_by,
-    dmfa_status,
-    employer_display,
-    parse_year,
-    year_detail,
-)
 from tests.support import EMPLOYER_A, STUDENT
 
 ON_TIME = datetime(2026, 6, 1, 7, tzinfo=UTC)
@@ -71,8 +71,9 @@ def test_years_from_2017_to_next_year_are_known() -> None:
         ("٢٠٢٦", "whole number"),  # Arabic-Indic digits: not ASCII
         ("", "whole number"),
     ]:
-        with pytest.raises(exceptions.ValidationError) as caught:
+        with pytest.raises(HTTPException) as caught:
             parse_year(raw, today)
+        assert caught.value.status_code == 400
         assert reason in caught.value.detail
 
 
