@@ -25,7 +25,7 @@ from datetime import date
 from pathlib import Path
 from typing import Literal, cast, get_args
 
-from babel.dates import format_date
+from babel.dates import format_date, get_day_names, get_month_names
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_decimal
@@ -140,3 +140,40 @@ def format_hours(hours: int, language: Language) -> str:
 def format_long_date(day: date, language: Language) -> str:
     """A date written out (``31 januari 2027``, ``31 janvier 2027``)."""
     return format_date(day, format="long", locale=LOCALES[language])
+
+
+def negotiate(accept_language: str | None, default: Language) -> Language:
+    """The first of :data:`LANGUAGES` that an ``Accept-Language`` header asks for.
+
+    ``nl-BE,nl;q=0.9,fr;q=0.8`` gives ``nl``; ranges are read by their primary subtag, in
+    the order of their quality (``q``, 1 when absent; 0 means "not this one"); nothing
+    usable gives ``default``.
+    """
+    ranked: list[tuple[float, int, str]] = []
+    for index, item in enumerate((accept_language or "").split(",")):
+        tag, _, params = item.strip().partition(";")
+        quality = 1.0
+        name, _, value = params.strip().partition("=")
+        if name.strip() == "q":
+            try:
+                quality = float(value)
+            except ValueError:
+                continue
+        if quality > 0 and tag:
+            ranked.append((-quality, index, tag.split("-")[0].strip().lower()))
+    for _quality, _index, primary in sorted(ranked):
+        if primary in LANGUAGES:
+            return language_or_default(primary, default)
+    return default
+
+
+def month_names(language: Language) -> dict[int, str]:
+    """The months' names, 1 to 12, capitalised for headings (``Januari``, ``Janvier``)."""
+    names = get_month_names("wide", locale=LOCALES[language])
+    return {month: str(names[month]).capitalize() for month in range(1, 13)}
+
+
+def weekday_names(language: Language) -> list[str]:
+    """The days of the week, Monday first, as Belgian calendars start the week."""
+    names = get_day_names("wide", locale=LOCALES[language])
+    return [str(names[day]).capitalize() for day in range(7)]
