@@ -193,6 +193,10 @@ def _run(
             print(
                 f"curl -s -H 'Authorization: Bearer {token}' http://127.0.0.1:{port}/v1/me/balance"
             )
+            console.print(
+                f"[bold]Or the pages[/bold]: http://localhost:{port}/dev/login, sign in as "
+                f"student {token_for} (localhost: browsers keep the Secure cookie there)"
+            )
         if exit_after_feed:
             return
         console.print("\n[bold]Serving[/bold]; Ctrl-C stops every process the demo started.")

@@ -28,7 +28,7 @@ from typing import Literal, cast, get_args
 from babel.dates import format_date, get_day_names, get_month_names
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from babel.numbers import format_decimal
+from babel.numbers import format_currency, format_decimal
 from babel.support import Translations
 
 from quota.ledger import AnomalyCode
@@ -177,3 +177,8 @@ def weekday_names(language: Language) -> list[str]:
     """The days of the week, Monday first, as Belgian calendars start the week."""
     names = get_day_names("wide", locale=LOCALES[language])
     return [str(names[day]).capitalize() for day in range(7)]
+
+
+def format_euros(cents: int, language: Language) -> str:
+    """An amount in cents as the language writes euros (``€ 4.200,00``, ``4 200,00 €``)."""
+    return format_currency(cents / 100, "EUR", locale=LOCALES[language])

@@ -190,6 +190,8 @@ def test_hovering_and_focusing_a_calendar_day_shows_its_employers(
     browser.get(f"{base(world)}/years/2026/calendar")
     assert "The declared hours count, not the days" in text(browser, "p.note")
     july = browser.find_element(By.CSS_SELECTOR, 'td[data-day="2026-07-15"]')
+    # In the middle of the window, so the screenshot shows the tooltip too.
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", july)
     tip = july.find_element(By.CSS_SELECTOR, ".tip")
     assert not tip.is_displayed()
     ActionChains(browser).move_to_element(july).perform()
@@ -199,6 +201,7 @@ def test_hovering_and_focusing_a_calendar_day_shows_its_employers(
     # The keyboard reaches every booked day (tabindex) and focus shows the same.
     august = browser.find_element(By.CSS_SELECTOR, 'td[data-day="2026-08-04"]')
     assert august.get_attribute("tabindex") == "0"
+    ActionChains(browser).move_by_offset(0, 0).perform()
     browser.execute_script("arguments[0].focus()", august)
     august_tip = august.find_element(By.CSS_SELECTOR, ".tip")
     wait_for(august_tip.is_displayed, "the tooltip of 4 August")
