@@ -17,6 +17,7 @@ from schemas.i18n import (
     anomaly_description,
     gettext,
     language_or_default,
+    negotiate,
 )
 
 
@@ -80,3 +81,13 @@ def test_a_language_outside_the_four_falls_back() -> None:
     assert language_or_default("es", "fr") == "fr"
     assert language_or_default(None, "de") == "de"
     assert gettext("de", "Year") == "Jahr"
+
+
+def test_accept_language_picks_the_first_served_language_by_quality() -> None:
+    assert negotiate("nl-BE,nl;q=0.9,fr;q=0.8", "en") == "nl"
+    assert negotiate("es-ES, fr;q=0.7, de;q=0.9", "en") == "de"
+    assert negotiate("fr-BE;q=0, nl;q=0.1", "en") == "nl"  # q=0: not this one
+    assert negotiate("es, it", "fr") == "fr"
+    assert negotiate("", "nl") == "nl"
+    assert negotiate(None, "de") == "de"
+    assert negotiate("de;q=x, en", "nl") == "en"  # a broken range is skipped

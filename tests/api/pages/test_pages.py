@@ -14,6 +14,7 @@ The tests of this module run in order and share one browser session.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import time
@@ -407,3 +408,74 @@ async def test_the_session_cookie_is_httponly_secure_and_samesite_lax(
     bad = await http.post("/dev/login", data={"role": "student", "subject": "123"})
     assert bad.status_code == 400
     assert "valid social security number" in bad.text
+
+
+async def test_the_language_from_the_cookie_else_accept_language(
+    world: Pipeline, http: httpx.AsyncClient
+) -> None:
+    student = bearer(world, Role.STUDENT, STUDENT)
+    french = await http.get("/", headers={**student, "Accept-Language": "fr-BE,fr;q=0.9,nl;q=0.8"})
+    assert '<html lang="fr">' in french.text
+    assert '<h2 id="current-heading">Restant en 2026</h2>' in french.text
+    # The choice on the page wins over the browser's languages.
+    german = await http.get(
+        "/", headers={**student, "Accept-Language": "fr", "Cookie": "studentwork_lang=de"}
+    )
+    assert '<h2 id="current-heading">Verbleibend 2026</h2>' in german.text
+    chosen = await http.get("/language/nl", params={"next": "/years/2026"})
+    assert chosen.status_code == 303
+    assert chosen.headers["location"] == "/years/2026"
+    assert chosen.headers["set-cookie"].startswith("studentwork_lang=nl;")
+    unknown = await http.get("/", headers={**student, "Accept-Language": "es, it"})
+    assert '<html lang="en">' in unknown.text  # STUDENTWORK_DEFAULT_LANGUAGE
+
+
+async def test_a_wrong_code_shows_no_figures(world: Pipeline, http: httpx.AsyncClient) -> None:
+    employer = bearer(world, Role.EMPLOYER, EMPLOYER_A)
+    page = await http.get("/employer", headers=employer)
+    wrong = await http.post(
+        "/employer",
+        data={"code": "AAAA-BBBB-CCCC-DDDD", "csrf": csrf_of(page.text)},
+        headers=employer,
+    )
+    assert wrong.status_code == 404
+    assert "No valid access code" in wrong.text
+    assert 'id="answer"' not in wrong.text
+
+
+async def test_consent_granted_and_revoked_from_the_page_opens_and_closes_the_agency_page(
+    world: Pipeline, http: httpx.AsyncClient
+) -> None:
+    agency = "0403170701"
+    student = bearer(world, Role.STUDENT, STUDENT)
+    as_agency = bearer(world, Role.AGENCY, agency)
+
+    async def agency_page() -> httpx.Response:
+        return await http.get(f"/agency/students/{STUDENT}", headers=as_agency)
+
+    async def until(status: int) -> httpx.Response:
+        deadline = time.monotonic() + 60
+        while True:
+            response = await agency_page()
+            if response.status_code == status or time.monotonic() > deadline:
+                return response
+            await asyncio.sleep(0.2)
+
+    assert (await agency_page()).status_code == 403
+    page = await http.get("/consents", headers=student)
+    granted = await http.post(
+        "/consents", data={"agency": "0403.170.701", "csrf": csrf_of(page.text)}, headers=student
+    )
+    assert granted.status_code == 303
+    opened = await until(200)
+    assert opened.status_code == 200
+    assert 'id="agency-hours">318 <' in opened.text
+    listed = await http.get("/consents", headers=student)
+    assert "Supermarché Lambert (0403.170.701)" in listed.text
+    revoked = await http.post(
+        f"/consents/{agency}/revoke", data={"csrf": csrf_of(listed.text)}, headers=student
+    )
+    assert revoked.status_code == 303
+    closed = await until(403)
+    assert closed.status_code == 403
+    assert "has not given your agency consent" in closed.text
