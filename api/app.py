@@ -27,7 +27,7 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api import attestations, consents, ebox, student
+from api import attestations, consents, declarations, ebox, student
 from api.deps import ApiState
 from api.pages import PAGE_ROUTERS
 from api.pages.common import STATIC
@@ -39,7 +39,13 @@ log = logging.getLogger(__name__)
 
 #: The routers of the application, one per audience; a new router is added here, which
 #: also puts its endpoints under the tests that iterate over every endpoint.
-ROUTERS: tuple[APIRouter, ...] = (student.router, attestations.router, consents.router, ebox.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    student.router,
+    attestations.router,
+    consents.router,
+    ebox.router,
+    declarations.router,
+)
 
 _UNAVAILABLE = "the database is unavailable; try again later"
 

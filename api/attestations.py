@@ -18,10 +18,13 @@ limit.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
+from ipaddress import IPv4Network, IPv6Network
 from typing import Annotated, Any
 
 import pydantic
@@ -62,9 +65,41 @@ def _location(attestation_id: str) -> str:
     return f"/v1/attestations/{attestation_id}"
 
 
-def client_address(request: Request) -> str:
-    """The peer address of the connection (no proxy header is trusted)."""
-    return request.client.host if request.client is not None else "unknown"
+def client_address(request: Request, trusted: Sequence[IPv4Network | IPv6Network]) -> str:
+    """The address of the client, for the per-address limit of failed look-ups.
+
+    The peer address, unless the peer is one of the ``trusted`` proxies: then the
+    ``X-Forwarded-For`` chain is read from the right (each proxy appends the address it
+    received from) and the first address that is not a trusted proxy is the client's. A
+    client can write anything in the header, so only what trusted proxies appended counts;
+    a malformed entry among those is refused (400).
+    """
+    peer = request.client.host if request.client is not None else "unknown"
+    if not trusted or not _is_trusted(peer, trusted):
+        return peer
+    chain = [
+        part.strip()
+        for header in request.headers.getlist("X-Forwarded-For")
+        for part in header.split(",")
+    ]
+    client = peer
+    for hop in reversed(chain):
+        try:
+            address = ipaddress.ip_address(hop)
+        except ValueError as error:
+            raise HTTPException(400, f"malformed X-Forwarded-For entry {hop[:64]!r}") from error
+        client = str(address)
+        if not _is_trusted(client, trusted):
+            break
+    return client
+
+
+def _is_trusted(address: str, trusted: Sequence[IPv4Network | IPv6Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
 
 
 class AttestationAsk(Contract):
@@ -217,8 +252,8 @@ async def employer_balance(
     code: Annotated[str, Query(description="The access code printed on an attestation.")] = "",
 ) -> EmployerBalance | Response:
     employer = principal.subject
-    address = client_address(request)
     settings = state.settings
+    address = client_address(request, settings.trusted_proxies)
     now = state.shared.clock()
     today = settings.today_in_brussels(now)
     allowed = settings.lookup_failures_allowed
@@ -257,7 +292,12 @@ async def employer_balance(
             # Returned, not raised: the failure row must commit with the transaction.
             return JSONResponse({"error": NO_ACCESS}, status_code=404)
         await queries.record_lookup(
-            conn, ssin=match.ssin, employer=employer, at=now, code_month=match.month
+            conn,
+            ssin=match.ssin,
+            employer=employer,
+            at=now,
+            code_month=match.month,
+            reader_role=principal.role.value,
         )
     remaining = match.remaining
     if remaining is None:
@@ -271,7 +311,7 @@ async def employer_balance(
 
 @router.get(
     "/v1/me/lookups",
-    summary="Which employers looked the student's remaining hours up, and when",
+    summary="Who read the student's remaining hours (employers, agencies), and when",
     response_model=LookupList,
     tags=["student"],
 )
@@ -284,8 +324,10 @@ async def my_lookups(
         lookups=[
             Lookup(
                 employer=_shown_employer(r.employer),
+                by="agency" if r.reader_role == "agency" else "employer",
+                via="consent" if r.via == "consent" else "access_code",
                 looked_up_at=r.looked_up_at,
-                code_month=f"{r.code_month:%Y-%m}",
+                code_month=f"{r.code_month:%Y-%m}" if r.code_month is not None else None,
             )
             for r in rows
         ]

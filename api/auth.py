@@ -34,12 +34,15 @@ class Role(StrEnum):
     STUDENT = "student"
     EMPLOYER = "employer"
     AGENCY = "agency"
+    #: Declares Dimona for the employers whose mandate it holds (``mandates`` table).
+    SOCIAL_SECRETARIAT = "social_secretariat"
 
 
 @dataclass(frozen=True)
 class Principal:
     role: Role
-    #: SSIN for a student, enterprise number for an employer or agency.
+    #: SSIN for a student; enterprise number for an employer, agency or social
+    #: secretariat (``NSSO<number>`` for an employer known by its NSSO number only).
     subject: str
 
 

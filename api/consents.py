@@ -30,6 +30,7 @@ from pydantic import Field
 
 from api.deps import COMMON_ERRORS, Agency, Pool, State, Student
 from api.models import AgencyBalance, ConsentAccepted, ConsentList, ConsentOut
+from db import attestations as attestation_db
 from db import consents as consent_db
 from db import store
 from db.store import OutboxMessage
@@ -179,6 +180,10 @@ async def agency_balance(
                 "this student has not given (or has withdrawn) consent to agency "
                 f"{format_enterprise_number(agency)}",
             )
+        # Audited like a code look-up: the student sees it in GET /v1/me/lookups.
+        await attestation_db.record_agency_read(
+            conn, ssin=student, agency=agency, at=state.shared.clock()
+        )
         remaining = await consent_db.remaining_hours(
             conn, student, today.year, settings.quota_rules
         )

@@ -34,6 +34,7 @@ _ERROR_TEXT = {
     401: "Missing, malformed, forged or expired token.",
     403: "The token's role or subject may not see this resource.",
     404: "No such resource (or not the caller's: the same answer).",
+    409: "The idempotency key was used for another body.",
     429: "Too many attempts; try again later (Retry-After).",
     503: "The database is unavailable.",
 }

@@ -241,11 +241,17 @@ class EmployerBalance(Contract):
 
 
 class Lookup(Contract):
-    """One look-up of the student's remaining hours."""
+    """One read of the student's remaining hours: a code look-up or an agency's read."""
 
-    employer: str = Field(description="Who looked, in its display form.")
+    employer: str = Field(description="Who looked (employer or agency), in its display form.")
+    by: Literal["employer", "agency"] = Field(description="The role of whoever looked.")
+    via: Literal["access_code", "consent"] = Field(
+        description="With an access code, or as an agency under the student's consent."
+    )
     looked_up_at: datetime
-    code_month: str = Field(description="Month of the access code used, YYYY-MM.")
+    code_month: str | None = Field(
+        description="Month of the access code used, YYYY-MM; null for a read under consent."
+    )
 
 
 class LookupList(Contract):
@@ -304,3 +310,47 @@ class EboxDocument(Contract):
 
 class EboxList(Contract):
     documents: list[EboxDocument]
+
+
+# ------------------------------------------------------------------------ declarations
+
+
+class DeclarationAccepted(Contract):
+    """A declaration committed (outbox) for the worker; its answer follows at ``location``."""
+
+    declaration_id: int = Field(
+        description="12 digits. For a dimonaIn it is also the id of the period it creates, "
+        "so a follow-up may name it as periodId or dimonaNumber."
+    )
+    status: Literal["pending", "answered"]
+    location: str
+
+
+class DimonaAnomalyOut(Contract):
+    code: str
+    description_fr: str
+    description_nl: str
+    description: str = Field(description="The worker's own sentence (English), with figures.")
+
+
+class DimonaPeriodOut(Contract):
+    id: int | str = Field(description="The period's id (a number; older periods: text).")
+
+
+class DeclarationStatusOut(Contract):
+    declaration_id: int
+    result: Literal["A", "W", "B"]
+    period: DimonaPeriodOut | None
+    anomalies: list[DimonaAnomalyOut]
+    anomalies_collection: list[DimonaAnomalyOut] = Field(
+        description="The same anomalies under the name Odoo reads."
+    )
+    informations_collection: list[DimonaAnomalyOut] = Field(default_factory=list)
+    reduced_hours: int = Field(description="Hours at the reduced (student) contribution rate.")
+    ordinary_hours: int = Field(description="Hours beyond the quota: ordinary contributions.")
+
+
+class DeclarationAnswer(Contract):
+    """The decision, in the shape of the Dimona REST answer (``declarationStatus``)."""
+
+    declaration_status: DeclarationStatusOut

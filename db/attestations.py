@@ -463,31 +463,62 @@ async def purge_failures(conn: asyncpg.Connection, before: datetime) -> int:
 
 
 async def record_lookup(
-    conn: asyncpg.Connection, *, ssin: str, employer: str, at: datetime, code_month: date
+    conn: asyncpg.Connection,
+    *,
+    ssin: str,
+    employer: str,
+    at: datetime,
+    code_month: date,
+    reader_role: str = "employer",
 ) -> None:
+    """Audit a successful code look-up (the student lists it); ``reader_role`` is the
+    token's role, ``employer`` or ``agency``."""
     await conn.execute(
-        "INSERT INTO access_code_lookups (ssin, employer, looked_up_at, code_month)"
-        " VALUES ($1, $2, $3, $4)",
+        "INSERT INTO access_code_lookups (ssin, employer, looked_up_at, code_month, reader_role)"
+        " VALUES ($1, $2, $3, $4, $5)",
         ssin,
         employer,
         at,
         code_month,
+        reader_role,
+    )
+
+
+async def record_agency_read(
+    conn: asyncpg.Connection, *, ssin: str, agency: str, at: datetime
+) -> None:
+    """Audit an agency's read of a consenting student's remaining hours."""
+    await conn.execute(
+        "INSERT INTO agency_reads (ssin, agency, read_at) VALUES ($1, $2, $3)", ssin, agency, at
     )
 
 
 @dataclass(frozen=True)
 class LookupRow:
+    """One read of a student's remaining hours: by access code, or by an agency under
+    the student's consent (``code_month`` None)."""
+
     employer: str
     looked_up_at: datetime
-    code_month: date
+    code_month: date | None
+    reader_role: str
+    via: str
 
 
 async def lookups_of(conn: asyncpg.Connection, ssin: str, limit: int) -> list[LookupRow]:
-    """Who looked a student's remaining hours up, newest first."""
+    """Who read a student's remaining hours (code look-ups and agency reads), newest first."""
     rows = await conn.fetch(
-        "SELECT employer, looked_up_at, code_month FROM access_code_lookups"
-        " WHERE ssin = $1 ORDER BY looked_up_at DESC, id DESC LIMIT $2",
+        "SELECT employer, looked_up_at, code_month, reader_role, via FROM ("
+        "  SELECT id, employer, looked_up_at, code_month, reader_role, 'access_code' AS via"
+        "  FROM access_code_lookups WHERE ssin = $1"
+        "  UNION ALL"
+        "  SELECT id, agency, read_at, NULL::date, 'agency', 'consent'"
+        "  FROM agency_reads WHERE ssin = $1"
+        ") AS reads ORDER BY looked_up_at DESC, via, id DESC LIMIT $2",
         ssin,
         limit,
     )
-    return [LookupRow(r["employer"], r["looked_up_at"], r["code_month"]) for r in rows]
+    return [
+        LookupRow(r["employer"], r["looked_up_at"], r["code_month"], r["reader_role"], r["via"])
+        for r in rows
+    ]

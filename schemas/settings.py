@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from quota.rules import DEFAULT_QUOTA_HOURS, QuotaRules
@@ -186,6 +186,14 @@ class Settings(BaseSettings):
         5, ge=1, description="Failed code look-ups per employer and per address in a window."
     )
     lookup_failure_window_seconds: int = Field(900, ge=1)
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description=(
+            'Reverse proxies (CIDRs, JSON list, e.g. ["10.0.0.0/8"]) whose X-Forwarded-For '
+            "the API believes for the per-address look-up limit; empty: the peer address "
+            "counts and X-Forwarded-For is ignored."
+        ),
+    )
     pdf_processes: int = Field(2, ge=1, description="Processes rendering attestation PDFs.")
     default_language: Language = Field(
         "en",

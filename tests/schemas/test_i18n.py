@@ -42,11 +42,14 @@ def test_each_anomaly_code_has_a_text_in_all_four_languages(code: AnomalyCode) -
 def test_a_known_anomaly_in_each_language() -> None:
     code = AnomalyCode.LATE_DECLARATION
     assert anomaly_description(code, "nl") == (
-        "Aangegeven na de eerste werkdag: de uren tellen buiten het studentencontingent."
+        "Laattijdige aangifte: de uren vallen buiten het contingent (gewone bijdragen)."
     )
     assert anomaly_description(code, "fr") == (
-        "Déclaré après le premier jour de travail : les heures comptent hors du contingent "
-        "étudiant."
+        "Déclaration tardive : les heures sont hors contingent (cotisations ordinaires)."
+    )
+    assert anomaly_description(code, "de") == (
+        "Nach dem ersten Arbeitstag gemeldet: Die Stunden zählen außerhalb des "
+        "Studentenkontingents."
     )
     assert anomaly_description("NO_SUCH_CODE", "de") == "NO_SUCH_CODE"
 
@@ -69,10 +72,10 @@ def test_an_answer_carries_the_codes_french_and_dutch_descriptions() -> None:
         "code": "QUOTA_EXCEEDED",
         "text": "exceeding 25 hours: ...",
         "hours": 25,
-        "descriptionFr": "Le contingent étudiant est dépassé : les heures au-delà sont à "
-        "cotisations ordinaires.",
-        "descriptionNl": "Het studentencontingent is overschreden: de uren erboven zijn aan "
-        "gewone bijdragen.",
+        "descriptionFr": "Contingent d'heures étudiant dépassé : les heures au-delà sont "
+        "soumises aux cotisations ordinaires.",
+        "descriptionNl": "Urencontingent student overschreden: de uren daarboven zijn "
+        "onderworpen aan de gewone bijdragen.",
     }
 
 

@@ -459,7 +459,9 @@ async def test_employer_lookup_answers_exactly_three_fields(world: World) -> Non
     assert lookups[0]["employer"] == "0123.456.749"
     assert lookups[0]["codeMonth"] == "2026-11"
     assert datetime.fromisoformat(lookups[0]["lookedUpAt"]).tzinfo is not None
-    assert set(lookups[0]) == {"employer", "lookedUpAt", "codeMonth"}
+    assert lookups[0]["by"] == "employer"
+    assert lookups[0]["via"] == "access_code"
+    assert set(lookups[0]) == {"employer", "by", "via", "lookedUpAt", "codeMonth"}
 
 
 async def test_wrong_random_and_malformed_codes_get_the_same_404(world: World) -> None:

@@ -161,6 +161,37 @@ async def test_agency_sees_remaining_hours_only_while_the_student_consents(
     assert answer.json()["remainingHours"] == 620
 
 
+async def test_agency_reads_are_listed_for_the_student(
+    pipeline: Pipeline, http: httpx.AsyncClient
+) -> None:
+    student = valid_ssin("040506", 19)
+    student_auth = auth(pipeline, Role.STUDENT, student)
+    agency_auth = auth(pipeline, Role.AGENCY, AGENCY)
+    balance_url = f"/v1/agency/students/{student}/balance"
+    # A refused read (no consent) reads nothing and is not listed.
+    assert (await http.get(balance_url, headers=agency_auth)).status_code == 403
+    granted = await http.post("/v1/consents", json={"agency": AGENCY}, headers=student_auth)
+    assert granted.status_code == 202, granted.text
+    await eventually(
+        lambda: http.get(balance_url, headers=agency_auth), lambda r: r.status_code == 200
+    )
+    assert (await http.get(balance_url, headers=agency_auth)).status_code == 200
+
+    seen = await http.get("/v1/me/lookups", headers=student_auth)
+    assert seen.status_code == 200
+    reads = seen.json()["lookups"]
+    assert [(r["employer"], r["by"], r["via"], r["codeMonth"]) for r in reads] == [
+        ("0123.456.749", "agency", "consent", None),
+        ("0123.456.749", "agency", "consent", None),
+    ]
+    assert reads[0]["lookedUpAt"] >= reads[1]["lookedUpAt"]
+    # Another student's list does not show them.
+    theirs = await http.get(
+        "/v1/me/lookups", headers=auth(pipeline, Role.STUDENT, valid_ssin("040506", 21))
+    )
+    assert theirs.json() == {"lookups": []}
+
+
 async def test_who_may_call_what(pipeline: Pipeline, http: httpx.AsyncClient) -> None:
     student = valid_ssin("050607", 22)
     student_auth = auth(pipeline, Role.STUDENT, student)
