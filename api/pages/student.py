@@ -78,6 +78,16 @@ def _digits(shown: str) -> str:
         return shown
 
 
+def _year_problem(
+    request: Request, state: ApiState, session: Session, error: HTTPException
+) -> Response:
+    """The page for a year the API refuses (400: not a number, before 2017, after next
+    year), in the page's language; the API's own reason follows in English."""
+    _ = translations(page_language(request, state)).gettext
+    message = _("Unknown year: the service knows the years from 2017 to next year.")
+    return problem(request, state, error.status_code, f"{message} ({error.detail})", session)
+
+
 @router.get("/")
 async def home(request: Request, state: State) -> Response:
     signed = await _student(request, state)
@@ -102,7 +112,7 @@ async def year_page(request: Request, state: State, year: str) -> Response:
     try:
         detail = await my_year(state, await state.shared.pool(), ssin, year)
     except HTTPException as error:
-        return problem(request, state, error.status_code, str(error.detail), session)
+        return _year_problem(request, state, session, error)
     names = await _names(request, state, [e.employer for e in detail.employers])
     return render(request, state, "year.html", session=session, detail=detail, names=names)
 
@@ -148,7 +158,7 @@ async def calendar_page(request: Request, state: State, year: str) -> Response:
     try:
         cal = await my_calendar(state, await state.shared.pool(), ssin, year)
     except HTTPException as error:
-        return problem(request, state, error.status_code, str(error.detail), session)
+        return _year_problem(request, state, session, error)
     names = await _names(request, state, [e.employer for e in cal.employers])
     language = page_language(request, state)
     return render(

@@ -479,3 +479,13 @@ async def test_consent_granted_and_revoked_from_the_page_opens_and_closes_the_ag
     closed = await until(403)
     assert closed.status_code == 403
     assert "has not given your agency consent" in closed.text
+
+
+async def test_an_unknown_year_is_refused_with_the_reason_in_the_pages_language(
+    world: Pipeline, http: httpx.AsyncClient
+) -> None:
+    student = {**bearer(world, Role.STUDENT, STUDENT), "Accept-Language": "nl"}
+    for page in ("/years/2016", "/years/2016/calendar", "/years/abc"):
+        refused = await http.get(page, headers=student)
+        assert refused.status_code == 400, page
+        assert "Onbekend jaar: de dienst kent de jaren van 2017 tot volgend jaar." in refused.text
