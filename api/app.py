@@ -24,10 +24,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import attestations, consents, declarations, ebox, student
 from api.deps import ApiState
+from api.pages import PAGE_ROUTERS
+from api.pages.common import STATIC
 from db.migrate import migrate
 from schemas.settings import Settings
 from streams.runtime import Clock, WorkerState, retry_transient, utc_now
@@ -73,6 +76,10 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> FastAPI:
     app.state.studentwork = ApiState(shared)
     for router in ROUTERS:
         app.include_router(router)
+    # The pages (api/pages/) and their stylesheet: outside /v1 and the OpenAPI document.
+    for page_router in PAGE_ROUTERS:
+        app.include_router(page_router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/v1/openapi.json", summary="This document", tags=["operations"])
     async def openapi() -> dict[str, Any]:

@@ -47,6 +47,7 @@ from db.store import OutboxMessage
 from quota.attestations import year_refusal
 from schemas._base import Contract
 from schemas.attestations import AttestationRequest
+from schemas.i18n import Language
 from schemas.identifiers import format_enterprise_number
 from schemas.topics import ATTESTATION_REQUESTS
 from streams.attestations import code_valid_on
@@ -102,9 +103,14 @@ def _is_trusted(address: str, trusted: Sequence[IPv4Network | IPv6Network]) -> b
 
 
 class AttestationAsk(Contract):
-    """The body of ``POST /v1/attestations``; without a year, the current one."""
+    """The body of ``POST /v1/attestations``; without a year, the current one.
+
+    ``language`` is the PDF's (``nl``, ``fr``, ``de``, ``en``); without one the service's
+    ``default_language``.
+    """
 
     year: StrictInt | None = None
+    language: Language | None = None
 
 
 @router.post(
@@ -136,6 +142,7 @@ async def ask_attestation(
             ssin=principal.subject,
             year=year,
             requested_at=now,
+            language=ask.language if ask is not None else None,
         )
     except pydantic.ValidationError as error:  # e.g. a token naming no valid SSIN
         raise HTTPException(400, describe_validation_error(error)) from error

@@ -52,6 +52,7 @@ from db import store
 from db.store import OutboxMessage
 from quota import period_id_for
 from schemas.declarations import DimonaDeclaration
+from schemas.i18n import anomaly_description
 from schemas.topics import DIMONA
 from streams.messages import (
     derived_event_id,
@@ -73,85 +74,6 @@ _KIND = {
     Role.EMPLOYER: "employer",
     Role.AGENCY: "agency",
     Role.SOCIAL_SECRETARIAT: "social_secretariat",
-}
-
-#: French and Dutch descriptions of the anomaly codes, as the Dimona answer gives them;
-#: the worker's own sentence (English, with the figures) follows as ``description``.
-ANOMALY_TEXTS: dict[str, tuple[str, str]] = {
-    "QUOTA_EXCEEDED": (
-        "Contingent d'heures étudiant dépassé : les heures au-delà sont soumises aux "
-        "cotisations ordinaires.",
-        "Urencontingent student overschreden: de uren daarboven zijn onderworpen aan de "
-        "gewone bijdragen.",
-    ),
-    "LATE_DECLARATION": (
-        "Déclaration tardive : les heures sont hors contingent (cotisations ordinaires).",
-        "Laattijdige aangifte: de uren vallen buiten het contingent (gewone bijdragen).",
-    ),
-    "DMFA_ALREADY_RECEIVED": (
-        "La DmfA de ce trimestre est déjà reçue.",
-        "De DmfA van dit kwartaal is al ontvangen.",
-    ),
-    "DMFA_WITHOUT_DECLARATION": (
-        "DmfA sans déclaration Dimona en vigueur.",
-        "DmfA zonder geldige Dimona-aangifte.",
-    ),
-    "TWELVE_MONTHS_IN_A_ROW": (
-        "Occupé plus de 12 mois d'affilée chez cet employeur : plus étudiant pour lui.",
-        "Meer dan 12 maanden na elkaar bij deze werkgever: geen student meer voor hem.",
-    ),
-    "NOT_A_STUDENT": (
-        "Le type de travailleur n'est pas STU.",
-        "Het type werknemer is niet STU.",
-    ),
-    "ZERO_HOURS": (
-        "Nombre d'heures prévu absent ou nul.",
-        "Gepland aantal uren ontbreekt of is nul.",
-    ),
-    "END_BEFORE_START": (
-        "La date de fin précède la date de début.",
-        "De einddatum ligt voor de begindatum.",
-    ),
-    "CROSS_QUARTER": (
-        "La période s'étend sur plusieurs trimestres.",
-        "De periode loopt over meerdere kwartalen.",
-    ),
-    "START_DATE_CHANGE": (
-        "La date de début d'une période ne peut pas changer.",
-        "De begindatum van een periode kan niet wijzigen.",
-    ),
-    "UPDATE_AFTER_DMFA": (
-        "Modification impossible : la DmfA du trimestre est reçue.",
-        "Wijziging onmogelijk: de DmfA van het kwartaal is ontvangen.",
-    ),
-    "LATE_NOT_UPDATABLE": (
-        "Une déclaration tardive ne peut pas être modifiée.",
-        "Een laattijdige aangifte kan niet gewijzigd worden.",
-    ),
-    "UNKNOWN_PERIOD": ("Période inconnue.", "Onbekende periode."),
-    "PERIOD_CANCELLED": ("Période déjà annulée.", "Periode al geannuleerd."),
-    "INVALID_QUARTER": ("Trimestre invalide.", "Ongeldig kwartaal."),
-    "NEGATIVE_AMOUNT": ("Montant négatif.", "Negatief bedrag."),
-    "INVALID_MESSAGE": ("Message invalide.", "Ongeldig bericht."),
-    "HOURS_OUT_OF_RANGE": (
-        "Nombre d'heures hors limites.",
-        "Aantal uren buiten de grenzen.",
-    ),
-    "HOURS_NOT_INTEGER": ("Nombre d'heures invalide.", "Ongeldig aantal uren."),
-    "DATE_OUT_OF_RANGE": ("Date hors limites.", "Datum buiten de grenzen."),
-    "AMOUNT_OUT_OF_RANGE": ("Montant hors limites.", "Bedrag buiten de grenzen."),
-    "INVALID_TEXT": ("Texte invalide.", "Ongeldige tekst."),
-    "INVALID_KEY": ("Clé d'enregistrement invalide.", "Ongeldige recordsleutel."),
-    "INVALID_TIMESTAMP": ("Horodatage invalide.", "Ongeldig tijdstip."),
-    "DUPLICATE_EVENT_ID": (
-        "Identifiant d'événement déjà utilisé pour un autre message.",
-        "Gebeurtenis-id al gebruikt voor een ander bericht.",
-    ),
-    "MISSING_END_DATE": ("Date de fin manquante.", "Einddatum ontbreekt."),
-    "PROCESSING_FAILED": (
-        "Le traitement a échoué ; la déclaration est mise à l'écart.",
-        "De verwerking is mislukt; de aangifte is apart gezet.",
-    ),
 }
 
 
@@ -359,8 +281,10 @@ def dimona_answer(declaration_id: str, answer: dict[str, Any]) -> DeclarationAns
     anomalies = [
         DimonaAnomalyOut(
             code=str(a.get("code", "")),
-            description_fr=ANOMALY_TEXTS.get(str(a.get("code")), ("", ""))[0],
-            description_nl=ANOMALY_TEXTS.get(str(a.get("code")), ("", ""))[1],
+            # The code's meaning from the one message catalogue (as the worker's answer
+            # carries it); the worker's own sentence follows as ``description``.
+            description_fr=anomaly_description(str(a.get("code", "")), "fr"),
+            description_nl=anomaly_description(str(a.get("code", "")), "nl"),
             description=str(a.get("text", "")),
         )
         for a in answer.get("anomalies", [])

@@ -1,7 +1,8 @@
 """``studentwork``: the one command line of the project, and where a worker is assembled.
 
 This is the root of the import graph: it imports each package's commands
-(``streams.cli``, ``producers.cli``, ``consumers.cli``, ``api.cli``, ``infra.demo``) and nothing
+(``streams.cli``, ``db.cli``, ``producers.cli``, ``consumers.cli``, ``api.cli``,
+``infra.demo``) and nothing
 imports it back. The ``worker`` command lives here because a worker process is put
 together from parts of several packages: the stream worker of ``streams/`` with the
 outbox relay and the access-code scheduler of ``producers/``.
@@ -83,11 +84,13 @@ def services() -> None:
 def _register_package_commands() -> None:
     from api.cli import register as register_api
     from consumers.cli import register as register_consumers
+    from db.cli import register as register_db
     from infra.demo import register as register_demo
     from producers.cli import register as register_producers
     from streams.cli import register as register_streams
 
     register_streams(cli)
+    register_db(cli)
     register_producers(cli)
     register_consumers(cli)
     register_api(cli)

@@ -156,6 +156,7 @@ def _run(
         development=True,
     )
     asyncio.run(prepare(settings))
+    asyncio.run(_load_employer_names(settings))
     worker_log = workdir / "worker.log"
     api_log = workdir / "api.log"
     # Faust prints readiness at info level; the demo reads it from the log.
@@ -192,12 +193,41 @@ def _run(
             print(
                 f"curl -s -H 'Authorization: Bearer {token}' http://127.0.0.1:{port}/v1/me/balance"
             )
+            console.print(
+                f"[bold]Or the pages[/bold]: http://localhost:{port}/dev/login, sign in as "
+                f"student {token_for} (localhost: browsers keep the Secure cookie there)"
+            )
         if exit_after_feed:
             return
         console.print("\n[bold]Serving[/bold]; Ctrl-C stops every process the demo started.")
         from infra._util import wait_for_stop_signal
 
         wait_for_stop_signal()
+
+
+#: The small KBO open-data export made for the tests and the demo: names for the
+#: simulated employers of the demo's seed (tests/fixtures/kbo/make_fixture.py).
+KBO_FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "kbo"
+
+
+async def _load_employer_names(settings: Any) -> None:
+    """Load the fixture's employer names, so the pages show names instead of numbers."""
+    import asyncpg
+
+    from db.employers import import_export
+
+    if not KBO_FIXTURE.is_dir():
+        console.print(f"[yellow]no employer names: {KBO_FIXTURE} is missing[/yellow]")
+        return
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        report = await import_export(conn, KBO_FIXTURE)
+    finally:
+        await conn.close()
+    console.print(
+        f"[bold]employer names[/bold] {report.names} names of {report.enterprises} "
+        f"enterprises from {KBO_FIXTURE.name}/ (refused: {report.refused})"
+    )
 
 
 def _answers(port: int) -> bool:

@@ -7,16 +7,38 @@ from typing import Literal, Self
 
 from pydantic import AwareDatetime, Field, model_validator
 
+from quota.ledger import AnomalyCode
 from schemas._base import Contract, PeriodId
+from schemas.i18n import anomaly_description
 
 AnswerStatus = Literal["A", "W", "B", "S"]
 AnswerAction = Literal["in", "update", "cancel", "dmfa", "unknown"]
 
 
 class AnswerAnomaly(Contract):
+    """One anomaly of an answer: its code, what happened (``text``), what the code means.
+
+    ``descriptionFr`` / ``descriptionNl`` are the code's meaning in the two languages the
+    Dimona REST answer carries, from the message catalogue (:mod:`schemas.i18n`, where
+    German and English are too); ``text`` stays the English sentence about this message.
+    """
+
     code: str
     text: str
     hours: int | None = None
+    description_fr: str | None = None
+    description_nl: str | None = None
+
+    @classmethod
+    def of(cls, code: AnomalyCode, text: str, hours: int | None = None) -> Self:
+        """The anomaly with the code's descriptions filled in from the catalogue."""
+        return cls(
+            code=code.value,
+            text=text,
+            hours=hours,
+            description_fr=anomaly_description(code, "fr"),
+            description_nl=anomaly_description(code, "nl"),
+        )
 
 
 class AnsweredRecord(Contract):

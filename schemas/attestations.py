@@ -7,6 +7,7 @@ from datetime import date
 from pydantic import AwareDatetime, Field
 
 from schemas._base import Contract
+from schemas.i18n import Language
 from schemas.identifiers import Ssin
 
 
@@ -18,6 +19,13 @@ class AttestationRequest(Contract):
     ssin: Ssin
     year: int = Field(ge=2000, le=2100)
     requested_at: AwareDatetime
+    language: Language | None = Field(
+        None,
+        description=(
+            "Language of the document (the page's language when asked from a page); "
+            "absent: the service's default_language."
+        ),
+    )
 
 
 class AttestationIssued(Contract):

@@ -19,6 +19,7 @@ from pydantic import AliasChoices, Field, IPvAnyNetwork, SecretStr, field_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from quota.rules import DEFAULT_QUOTA_HOURS, QuotaRules
+from schemas.i18n import Language
 from schemas.secrets import (
     DEVELOPMENT_ACCESS_CODE_SECRET,
     DEVELOPMENT_JWT_SECRET,
@@ -194,6 +195,13 @@ class Settings(BaseSettings):
         ),
     )
     pdf_processes: int = Field(2, ge=1, description="Processes rendering attestation PDFs.")
+    default_language: Language = Field(
+        "en",
+        description=(
+            "Language of the texts when nothing chose one: an attestation requested without "
+            "a language, a page without a language cookie or a usable Accept-Language."
+        ),
+    )
 
     # -- retention (docs/RETENTION.md): what `studentwork purge` and the worker's daily
     # purge on the leader delete

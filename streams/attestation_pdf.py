@@ -29,6 +29,8 @@ from pathlib import Path
 
 import jinja2
 
+from schemas.i18n import Language, translations
+
 log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -51,6 +53,9 @@ class AttestationDocument:
     issued_on: date
     #: Not known to the system (Dimona carries only the SSIN); shown escaped when given.
     display_name: str | None = None
+    #: The language the student reads it in (labels and sentences; dates stay dd/mm/yyyy,
+    #: as every Belgian administration prints them).
+    language: Language = "en"
 
 
 def format_ssin(ssin: str) -> str:
@@ -80,12 +85,16 @@ def _environment() -> jinja2.Environment:
 
 
 def render_html(doc: AttestationDocument) -> str:
-    """The attestation as an HTML page (what :func:`render_pdf` lays out)."""
+    """The attestation as an HTML page (what :func:`render_pdf` lays out), in its language."""
+    # The catalogue is passed per render, not installed on the shared environment: one
+    # pool process renders documents in every language.
     return (
         _environment()
         .get_template(TEMPLATE_NAME)
         .render(
             doc=doc,
+            language=doc.language,
+            _=translations(doc.language).gettext,
             ssin=format_ssin(doc.ssin),
             issued_on=format_day(doc.issued_on),
             valid_from=format_day(doc.valid_from),

@@ -377,6 +377,7 @@ class AttestationService:
                 valid_from=code.valid_from,
                 valid_until=code.valid_until,
                 issued_on=today,
+                language=request.language or self._settings.default_language,
             )
             planned.append(_Planned(request, document, code.month))
         return planned

@@ -187,9 +187,7 @@ def answer_for(
         employer=employer or command.employer,
         ssin=ssin,
         period_id=decision.period_id,
-        anomalies=[
-            AnswerAnomaly(code=a.code.value, text=a.text, hours=a.hours) for a in decision.anomalies
-        ],
+        anomalies=[AnswerAnomaly.of(a.code, a.text, a.hours) for a in decision.anomalies],
         reduced_hours=decision.reduced_hours,
         ordinary_hours=decision.ordinary_hours,
         answered_at=now,
@@ -378,7 +376,7 @@ def refusal_answer(
         action=action,
         status="B",
         employer=employer,
-        anomalies=[AnswerAnomaly(code=code.value, text=printable(reason))],
+        anomalies=[AnswerAnomaly.of(code, printable(reason))],
         answered_at=now,
     )
 

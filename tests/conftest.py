@@ -7,14 +7,19 @@ tests at existing services and nothing is started for those.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 
 from infra import Services, local_services
+
+if TYPE_CHECKING:
+    from selenium.webdriver import Chrome
 
 
 @pytest.fixture(scope="session")
@@ -69,3 +74,32 @@ async def module_database_url(postgres_admin_dsn: str) -> AsyncIterator[str]:
     """DSN of a new, empty database shared by one test module (one worker per module)."""
     async with throwaway_database(postgres_admin_dsn) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def browser_downloads(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the session's browser saves downloaded files (attestation PDFs)."""
+    return tmp_path_factory.mktemp("downloads")
+
+
+@pytest.fixture(scope="session")
+def browser(browser_downloads: Path) -> Iterator[Chrome]:
+    """One headless Chromium (Debian's, through Selenium) for the session's page tests.
+
+    Skipped, with the reason, where Debian's chromium or chromium-driver is missing.
+    """
+    from tests.browser import browser_missing, chromium
+
+    missing = browser_missing()
+    if missing is not None:
+        pytest.skip(missing)
+    with chromium(browser_downloads) as driver:
+        yield driver
+
+
+@pytest.fixture
+def screenshot(browser: Chrome, request: pytest.FixtureRequest) -> Callable[[str], Path]:
+    """``screenshot("home")`` saves what the browser shows as a test artefact."""
+    from tests.browser import save_screenshot
+
+    return lambda page: save_screenshot(browser, request.node.name, page)
