@@ -48,6 +48,7 @@ from db.store import OutboxMessage
 from schemas.answers import DeadLetter
 from schemas.settings import Settings
 from schemas.topics import REJECTED
+from streams import metrics
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +206,7 @@ class OutboxRelay:
             while not self._stopping.is_set():
                 sent = await self.drain(conn, producer)
                 drained += sent
+                await metrics.refresh_outbox(conn)
                 if sent < self._settings.relay_batch:
                     if drained:
                         await self._purge_sent(conn)
@@ -245,7 +247,10 @@ class OutboxRelay:
         self._suspects.update(result.suspects)
         self.published += len(result.acknowledged)
         self.failed += len(result.refused)
+        metrics.RELAY_PUBLISHED.inc(len(result.acknowledged))
+        metrics.RELAY_ERRORS.labels("refused").inc(len(result.refused))
         if result.transient is not None:
+            metrics.RELAY_ERRORS.labels("transient").inc()
             raise result.transient
         if result.broker_refused:
             raise _ProducerReset()
