@@ -14,14 +14,17 @@ shippers.
 **SSIN masking** (issue 8, retention): a student's national number has no place in any
 log line, whatever the format. Masking happens where a log record is *created* (a
 record factory), so it holds for every handler and formatter, faust's included. The rule:
-every run of exactly 11 digits that is not part of a longer run of digits, and the
-written forms ``YY.MM.DD-XXX.CC`` / ``YYMMDD-XXX-CC``, become ``<ssin>``. Nothing of the
-number is kept: birth date and serial together identify a person, and a hash of 10^11
-values is reversed by enumeration. An 11-digit number that is not an SSIN (a Kafka
-offset beyond ten billion) is masked too; log lines are correlated by topic, partition
-and offset instead. Enterprise numbers (10 digits), period ids (12) and timestamps (13)
-are left alone. The message, its arguments and any traceback (exception messages quote
-inputs: pydantic's errors do) are masked.
+every run of exactly 11 digits, any 11 digits with valid SSIN check digits inside a
+longer run of digits (a debug dump of raw bytes writes ``\x1693051822361``, the escape's
+digits touching the number), and the written forms ``YY.MM.DD-XXX.CC`` /
+``YYMMDD-XXX-CC``, become ``<ssin>``. Nothing of the number is kept: birth date and
+serial together identify a person, and a hash of 10^11 values is reversed by
+enumeration. An 11-digit number that is not an SSIN (a Kafka offset beyond ten billion)
+is masked too; log lines are correlated by topic, partition and offset instead.
+Enterprise numbers (10 digits) are left alone, and so are period ids (12 digits) and
+timestamps (13) unless 11 of their digits happen to pass the check. The message, its
+arguments and any traceback (exception messages quote inputs: pydantic's errors do)
+are masked.
 """
 
 from __future__ import annotations
@@ -38,10 +41,36 @@ from schemas.settings import Settings
 #: The placeholder that stands for a masked SSIN.
 MASK = "<ssin>"
 
-_SSIN = re.compile(
-    r"(?<![0-9])(?:[0-9]{11}|[0-9]{2}\.[0-9]{2}\.[0-9]{2}-[0-9]{3}\.[0-9]{2}"
-    r"|[0-9]{6}-[0-9]{3}-[0-9]{2})(?![0-9])"
+#: The written forms of an SSIN, and every run of 11 or more digits (checked below).
+_WRITTEN = re.compile(
+    r"(?<![0-9])(?:[0-9]{2}\.[0-9]{2}\.[0-9]{2}-[0-9]{3}\.[0-9]{2}|[0-9]{6}-[0-9]{3}-[0-9]{2})(?![0-9])"
 )
+_DIGITS = re.compile(r"[0-9]{11,}")
+
+
+def _valid_ssin_digits(digits: str) -> bool:
+    """Whether 11 digits carry valid SSIN check digits (born before or after 2000)."""
+    base, check = int(digits[:9]), int(digits[9:])
+    return check in (97 - base % 97, 97 - (2_000_000_000 + base) % 97)
+
+
+def _mask_run(match: re.Match[str]) -> str:
+    run = match.group()
+    if len(run) == 11:
+        return MASK
+    # Inside a longer run (a protocol dump writes b"\x1693051822361": the escape's
+    # digits touch the number): mask each window with valid check digits.
+    out, i = [], 0
+    while i < len(run):
+        window = run[i : i + 11]
+        if len(window) == 11 and _valid_ssin_digits(window):
+            out.append(MASK)
+            i += 11
+        else:
+            out.append(run[i])
+            i += 1
+    return "".join(out)
+
 
 #: The batch being applied in this task (``<lane>#<n>``), for the ``batch`` field.
 CURRENT_BATCH: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -54,7 +83,7 @@ _JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 def mask_ssins(text: str) -> str:
     """``text`` with every SSIN-shaped number replaced by :data:`MASK`."""
-    return _SSIN.sub(MASK, text)
+    return _DIGITS.sub(_mask_run, _WRITTEN.sub(MASK, text))
 
 
 def record_fields(topic: str, partition: int, offset: int) -> dict[str, Any]:
