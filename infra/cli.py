@@ -83,12 +83,14 @@ def services() -> None:
 def _register_package_commands() -> None:
     from consumers.cli import register as register_consumers
     from infra.demo import register as register_demo
+    from ops.cli import register as register_ops
     from producers.cli import register as register_producers
     from streams.cli import register as register_streams
 
     register_streams(cli)
     register_producers(cli)
     register_consumers(cli)
+    register_ops(cli)
     register_demo(cli)
 
 

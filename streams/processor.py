@@ -175,6 +175,7 @@ def dead_letter_message(
         reason=printable(f"{rejection.code.value}: {rejection.reason}"),
         now=now,
         inline_limit=settings.dead_letter_inline_bytes,
+        headers=record.headers,
     )
     return OutboxMessage(REJECTED, record.key, letter.to_json_bytes()), payload
 

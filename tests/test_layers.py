@@ -18,7 +18,8 @@ ALLOWED: dict[str, set[str]] = {
     "streams": {"quota", "schemas", "db"},
     "producers": {"quota", "schemas", "db", "streams"},
     "consumers": {"quota", "schemas", "db", "streams"},
-    "infra": {"quota", "schemas", "db", "streams", "producers", "consumers"},
+    "ops": {"quota", "schemas", "db", "streams", "producers", "consumers"},
+    "infra": {"quota", "schemas", "db", "streams", "producers", "consumers", "ops"},
 }
 #: Only the command-line root and the demo assemble the other packages.
 ASSEMBLY = {"infra/cli.py", "infra/demo.py"}

@@ -229,3 +229,43 @@ async def test_the_log_holds_no_ssin(worker: WorkerProcess, settled: str) -> Non
     assert {(r["topic"], r["level"]) for r in rejected} == {(DIMONA, "WARNING"), (DIMONA, "DEBUG")}
     assert all(isinstance(r["partition"], int) and isinstance(r["offset"], int) for r in rejected)
     assert all(r["batch"].startswith("ledger#") for r in rejected)
+
+
+async def test_monitor_view_renders_the_snapshot(pipeline: Pipeline, settled: str) -> None:
+    """The interactive view, drawn on rich's recording console from a real snapshot."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from ops.monitor import render, run_live, snapshot
+
+    snap = await snapshot(pipeline.settings(), 0.2)
+    console = Console(record=True, width=200, force_terminal=False)
+    console.print(render(snap))
+    text = "\n".join(" ".join(line.split()) for line in console.export_text().splitlines())
+    ledger = f"{pipeline.env()['STUDENTWORK_APP_ID']}.ledger"
+    assert "answers (last minute): A 1 W 1 B 3" in text
+    assert "dead letters (last hour): HOURS_OUT_OF_RANGE 1 INVALID_KEY 1 INVALID_MESSAGE 1" in text
+    assert "outbox: backlog 0 failed 0 oldest 0.0 s" in text
+    row = next(
+        line for line in text.splitlines() if pipeline.topic(DIMONA) in line and ledger in line
+    )
+    cells = [cell.strip() for cell in row.split("│")[1:-1]]
+    assert cells == [pipeline.topic(DIMONA), "6", "0.0", ledger, "0", "0.0"]
+
+    # The live loop: two refreshes on a recording console, then stopped.
+    frames: list[str] = []
+    live_console = Console(record=True, width=200, force_terminal=True)
+
+    class Recorded(Live):
+        def update(self, renderable: Any, *, refresh: bool = False) -> None:
+            super().update(renderable, refresh=refresh)
+            frames.append(live_console.export_text(clear=False))
+            if len(frames) == 2:
+                raise asyncio.CancelledError
+
+    def live(renderable: Any, **options: Any) -> Live:
+        return Recorded(renderable, console=live_console, **options)
+
+    with pytest.raises(asyncio.CancelledError):
+        await run_live(pipeline.settings(), 0.2, live=live)
+    assert len(frames) == 2 and "newest dead letters" in frames[-1]
