@@ -158,6 +158,14 @@ def decoded(raw: bytes) -> Any:
         return {"base64": base64.b64encode(raw).decode()}
 
 
+def text_or_base64(raw: bytes) -> Any:
+    """A key or header value: its text when it is UTF-8, else its base64."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(raw).decode()}
+
+
 def summary(stored: StoredLetter) -> dict[str, Any]:
     """One line of ``list`` (and of ``export`` without the bytes)."""
     return {
@@ -188,8 +196,10 @@ async def details(settings: Settings, stored: StoredLetter) -> dict[str, Any]:
         "partition": letter.partition,
         "offset": letter.offset,
         "timestamp": letter.timestamp.isoformat() if letter.timestamp else None,
-        "key": decoded(key) if key is not None else None,
-        "headers": {h.key: decoded(base64.b64decode(h.value_base64)) for h in letter.headers or []},
+        "key": text_or_base64(key) if key is not None else None,
+        "headers": {
+            h.key: text_or_base64(base64.b64decode(h.value_base64)) for h in letter.headers or []
+        },
         "rawSize": letter.raw_size,
         "rawSha256": letter.raw_sha256,
         "raw": raw,
