@@ -192,8 +192,13 @@ class MetricsView(web.View):
                 await metrics.refresh_outbox(conn)
 
         # A scrape while the database is down still reports everything else.
-        with contextlib.suppress(Exception):
+        try:
             await asyncio.wait_for(outbox(), HEALTH_TIMEOUT)
+            metrics.DATABASE_UP.set(1)
+        except Exception:
+            metrics.DATABASE_UP.set(0)
+        stuck = metrics.PROGRESS.stuck(state.settings.stuck_partition_seconds)
+        metrics.STUCK_PARTITIONS.set(len(stuck))
         # aiohttp takes no charset in content_type; the full header goes as a header.
         return self.bytes(
             metrics.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE_LATEST}

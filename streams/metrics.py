@@ -73,6 +73,15 @@ BATCH_DURATION = Histogram(
     ["lane"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+STUCK_PARTITIONS = Gauge(
+    "studentwork_stuck_partitions",
+    "Partitions with lag whose committed offset has not moved for "
+    "STUDENTWORK_STUCK_PARTITION_SECONDS (as /health/ready judges them).",
+)
+DATABASE_UP = Gauge(
+    "studentwork_database_up",
+    "1 when the last scrape could read the outbox from PostgreSQL, else 0.",
+)
 QUARANTINED = Counter(
     "studentwork_records_quarantined_total",
     "Records isolated from their batch because applying them failed.",
