@@ -133,6 +133,9 @@ async def test_a_partition_that_cannot_progress_is_reported_stuck(
             in (reasons[0])
         )
         assert stuck["database"]["ok"] is True and stuck["broker"]["ok"] is True
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{pipeline.web_port}") as http:
+            exposition = (await http.get("/metrics")).text
+        assert "studentwork_stuck_partitions 1.0" in exposition.splitlines()
         await transaction.rollback()
     finally:
         await blocker.close()
