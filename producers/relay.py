@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 _RELAY_LOCK_KEY = 0x5245_4C41  # "RELA"
 _CHANNEL = "studentwork_outbox"
 
+#: Seconds between two readings of the outbox gauges while the relay drains a backlog.
+_GAUGE_SECONDS = 5.0
+
 #: Largest record the relay sends (key, value and record overhead). The broker's default
 #: ``message.max.bytes`` is 1 MB + 12 bytes; staying at or below it means a record too
 #: large is refused here, before it takes a sequence number, rather than by the broker.
@@ -203,10 +206,15 @@ class OutboxRelay:
             await conn.add_listener(_CHANNEL, self._on_notify)
             await producer.start()
             drained = 0
+            refreshed = 0.0
             while not self._stopping.is_set():
                 sent = await self.drain(conn, producer)
                 drained += sent
-                await metrics.refresh_outbox(conn)
+                now = asyncio.get_running_loop().time()
+                if sent < self._settings.relay_batch or now - refreshed >= _GAUGE_SECONDS:
+                    # The outbox gauges: when idle, and every few seconds of a long drain.
+                    await metrics.refresh_outbox(conn)
+                    refreshed = now
                 if sent < self._settings.relay_batch:
                     if drained:
                         await self._purge_sent(conn)
