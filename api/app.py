@@ -13,7 +13,8 @@ the API may start before the worker) and opens the asyncpg pool the endpoints sh
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -22,10 +23,12 @@ import uvicorn
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from api import attestations, consents, declarations, ebox, student
 from api.deps import ApiState
@@ -33,6 +36,7 @@ from api.pages import PAGE_ROUTERS
 from api.pages.common import STATIC
 from db.migrate import migrate
 from schemas.settings import Settings
+from streams import metrics
 from streams.runtime import Clock, WorkerState, retry_transient, utc_now
 
 log = logging.getLogger(__name__)
@@ -80,6 +84,24 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> FastAPI:
     for page_router in PAGE_ROUTERS:
         app.include_router(page_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.middleware("http")
+    async def count_requests(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        # The route's template, never the filled path: no SSIN or code in a label.
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = route.path if isinstance(route, (APIRoute, Route)) else "unmatched"
+        metrics.API_REQUESTS.labels(template, str(response.status_code)).inc()
+        metrics.API_REQUEST_DURATION.labels(template).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        """The HTTP tier's Prometheus metrics (requests, look-up failures, 429s)."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/openapi.json", summary="This document", tags=["operations"])
     async def openapi() -> dict[str, Any]:

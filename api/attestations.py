@@ -50,6 +50,7 @@ from schemas.attestations import AttestationRequest
 from schemas.i18n import Language
 from schemas.identifiers import format_enterprise_number
 from schemas.topics import ATTESTATION_REQUESTS
+from streams import metrics
 from streams.attestations import code_valid_on
 from streams.messages import describe_validation_error
 
@@ -275,6 +276,7 @@ async def employer_balance(
         ]
         if waits:
             retry_after = max(1, math.ceil(max(waits)))
+            metrics.API_RATE_LIMITED.labels("/v1/employer/balance").inc()
             raise HTTPException(
                 429,
                 "too many failed look-ups; try again later",
@@ -289,6 +291,7 @@ async def employer_balance(
             or not code_valid_on(match.valid_from, match.valid_until, today)
         ):
             await queries.record_failure(conn, employer, address, now)
+            metrics.API_LOOKUP_FAILURES.inc()
             # Returned, not raised: the failure row must commit with the transaction.
             return JSONResponse({"error": NO_ACCESS}, status_code=404)
         await queries.record_lookup(

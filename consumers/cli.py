@@ -65,6 +65,10 @@ def ebox(
     if as_of is not None:
         raise typer.BadParameter("--today only applies with --purge-once")
 
+    from streams.metrics import serve
+
+    serve(settings)  # /metrics on STUDENTWORK_METRICS_PORT
+
     async def main() -> None:
         consumer = EboxConsumer(settings, purge_every=purge_every)
         loop = asyncio.get_running_loop()

@@ -47,6 +47,7 @@ from schemas.attestations import EboxDelivery
 from schemas.identifiers import normalize_ssin
 from schemas.settings import Settings
 from schemas.topics import EBOX_DELIVERIES
+from streams import metrics
 from streams.messages import describe_validation_error
 from streams.processor import Clock, RawRecord, Rejection, dead_letter_message, utc_now
 
@@ -187,6 +188,9 @@ class EboxStore:
             await store.record_applied(conn, new_ids)
             await store.save_dead_letter_payloads(conn, payloads)
             await store.enqueue(conn, letters)
+        for item in parsed:
+            if isinstance(item, Rejection) and item.dedupe_id in new_ids:
+                metrics.DEAD_LETTERS.labels(item.code.value).inc()
         return report
 
     async def purge(self, today: date | None = None) -> int:
@@ -194,6 +198,7 @@ class EboxStore:
         day = today or self._settings.today_in_brussels(self._clock())
         async with self._pool.acquire() as conn, conn.transaction():
             deleted = await ebox_db.purge_expired(conn, day)
+        metrics.EBOX_PURGED.inc(deleted)
         if deleted:
             log.info("purged %d expired eBox documents (today %s)", deleted, day)
         return deleted
@@ -287,6 +292,11 @@ class EboxConsumer:
         if report is None:
             return  # stopping during a database outage: not committed, redelivered later
         self.totals.add(report)
+        metrics.EBOX_DELIVERIES.labels("stored").inc(report.stored)
+        metrics.EBOX_DELIVERIES.labels("duplicate").inc(report.duplicates)
+        metrics.EBOX_DELIVERIES.labels("dead_letter").inc(report.rejected)
+        for tp, messages in batch.items():
+            metrics.RECORDS_CONSUMED.labels(tp.topic, str(tp.partition)).inc(len(messages))
         log.info(
             "eBox batch: stored=%d duplicates=%d rejected=%d",
             report.stored,

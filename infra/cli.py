@@ -86,6 +86,7 @@ def _register_package_commands() -> None:
     from consumers.cli import register as register_consumers
     from db.cli import register as register_db
     from infra.demo import register as register_demo
+    from ops.cli import register as register_ops
     from producers.cli import register as register_producers
     from streams.cli import register as register_streams
 
@@ -94,6 +95,7 @@ def _register_package_commands() -> None:
     register_producers(cli)
     register_consumers(cli)
     register_api(cli)
+    register_ops(cli)
     register_demo(cli)
 
 

@@ -63,9 +63,11 @@ def relay() -> None:
 
     from producers.relay import OutboxRelay
     from streams.cli import settings_from_environment, setup_logging
+    from streams.metrics import serve
 
     settings = settings_from_environment()
     setup_logging(settings)
+    serve(settings)  # /metrics on STUDENTWORK_METRICS_PORT
 
     async def main() -> None:
         outbox_relay = OutboxRelay(settings)

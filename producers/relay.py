@@ -48,11 +48,15 @@ from db.store import OutboxMessage
 from schemas.answers import DeadLetter
 from schemas.settings import Settings
 from schemas.topics import REJECTED
+from streams import metrics
 
 log = logging.getLogger(__name__)
 
 _RELAY_LOCK_KEY = 0x5245_4C41  # "RELA"
 _CHANNEL = "studentwork_outbox"
+
+#: Seconds between two readings of the outbox gauges while the relay drains a backlog.
+_GAUGE_SECONDS = 5.0
 
 #: Largest record the relay sends (key, value and record overhead). The broker's default
 #: ``message.max.bytes`` is 1 MB + 12 bytes; staying at or below it means a record too
@@ -202,9 +206,15 @@ class OutboxRelay:
             await conn.add_listener(_CHANNEL, self._on_notify)
             await producer.start()
             drained = 0
+            refreshed = 0.0
             while not self._stopping.is_set():
                 sent = await self.drain(conn, producer)
                 drained += sent
+                now = asyncio.get_running_loop().time()
+                if sent < self._settings.relay_batch or now - refreshed >= _GAUGE_SECONDS:
+                    # The outbox gauges: when idle, and every few seconds of a long drain.
+                    await metrics.refresh_outbox(conn)
+                    refreshed = now
                 if sent < self._settings.relay_batch:
                     if drained:
                         await self._purge_sent(conn)
@@ -245,7 +255,10 @@ class OutboxRelay:
         self._suspects.update(result.suspects)
         self.published += len(result.acknowledged)
         self.failed += len(result.refused)
+        metrics.RELAY_PUBLISHED.inc(len(result.acknowledged))
+        metrics.RELAY_ERRORS.labels("refused").inc(len(result.refused))
         if result.transient is not None:
+            metrics.RELAY_ERRORS.labels("transient").inc()
             raise result.transient
         if result.broker_refused:
             raise _ProducerReset()

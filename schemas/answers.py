@@ -126,6 +126,13 @@ class LedgerEvent(BalanceEvent):
     terms: list[BalanceTermOut]
 
 
+class RecordHeader(Contract):
+    """One Kafka header of a record, as it was consumed (kept so a replay can resend it)."""
+
+    key: str
+    value_base64: str
+
+
 class DeadLetter(Contract):
     """A message that could not be processed or published, on ``declarations.rejected``.
 
@@ -150,6 +157,11 @@ class DeadLetter(Contract):
     raw_size: int | None = Field(None, ge=0)
     reason: str
     rejected_at: AwareDatetime
+    headers: list[RecordHeader] | None = Field(
+        None,
+        description="The record's Kafka headers (absent when it had none): "
+        "`studentwork dead-letters replay` resends them, an idempotency-key header included.",
+    )
 
     @model_validator(mode="after")
     def _raw_inline_or_referenced(self) -> Self:

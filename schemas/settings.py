@@ -128,6 +128,35 @@ class Settings(BaseSettings):
     )
     api_port: int = Field(8080, description="Port the HTTP API (`studentwork api`) listens on.")
     log_level: str = "info"
+
+    # -- operations (docs/OPERATING.md)
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description=(
+            "Log lines as text, or one JSON object a line for log shippers (with topic, "
+            "partition, offset and batch where known). SSINs are masked in both."
+        ),
+    )
+    stuck_partition_seconds: float = Field(
+        120.0,
+        gt=0,
+        description=(
+            "A partition with lag whose committed offset has not moved for this long is "
+            "stuck: /health/ready answers 503 naming it."
+        ),
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address of /metrics for processes without the worker's web."
+    )
+    metrics_port: int = Field(
+        9464,
+        ge=0,
+        le=65535,
+        description=(
+            "Port of /metrics (prometheus-client's own server) for the standalone relay and "
+            "the eBox consumer; 0 turns it off. The worker serves /metrics on its web port."
+        ),
+    )
     development: bool = Field(
         False,
         description=(

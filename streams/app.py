@@ -123,5 +123,14 @@ def create_app(
 
 def run_worker(app: faust.App, settings: Settings, extra: Sequence[Any] = ()) -> None:
     """Run the faust worker in the foreground until SIGINT/SIGTERM."""
-    worker = faust.Worker(app, *extra, loglevel=settings.log_level, quiet=True)
+    from streams.logs import logging_config
+
+    # faust replaces the root handlers at start: hand it ours (text or JSON lines).
+    worker = faust.Worker(
+        app,
+        *extra,
+        loglevel=settings.log_level,
+        logging_config=logging_config(settings),
+        quiet=True,
+    )
     worker.execute_from_commandline()

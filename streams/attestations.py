@@ -30,6 +30,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -69,6 +70,7 @@ from schemas.topics import (
     ATTESTATIONS_ISSUED,
     EBOX_DELIVERIES,
 )
+from streams import metrics
 from streams.attestation_pdf import AttestationDocument, PdfRenderer
 from streams.messages import describe_validation_error
 from streams.processor import Rejection, dead_letter_message, quarantine_record
@@ -254,6 +256,7 @@ async def rotate_partition(
             codes_created=created,
             at=now,
         )
+    metrics.ACCESS_CODE_ROTATIONS.inc()
     log.info(
         "access codes %s, partition %d/%d: %d created",
         f"{month:%Y-%m}",
@@ -333,14 +336,16 @@ class AttestationService:
 
         planned = await self._plan(pool, wanted, today) if wanted else []
         rendered = await asyncio.gather(
-            *(self.renderer.render(p.document) for p in planned), return_exceptions=True
+            *(self._timed_render(p.document) for p in planned), return_exceptions=True
         )
         issued: list[tuple[_Planned, bytes]] = []
         failed: list[tuple[AttestationRequest, str]] = []
         for plan, pdf in zip(planned, rendered, strict=True):
             if isinstance(pdf, bytes):
+                metrics.ATTESTATION_RENDERS.labels("ok").inc()
                 issued.append((plan, pdf))
             elif isinstance(pdf, Exception):
+                metrics.ATTESTATION_RENDERS.labels("failed").inc()
                 log.error(
                     "attestation %s could not be rendered",
                     plan.request.attestation_id,
@@ -351,6 +356,14 @@ class AttestationService:
                 raise pdf  # cancellation and other BaseExceptions end the batch
         await self._save(pool, issued, refused, failed, now, report)
         return report
+
+    async def _timed_render(self, document: AttestationDocument) -> bytes:
+        """Render one PDF, its duration observed whether it succeeds or not."""
+        started = time.perf_counter()
+        try:
+            return await self.renderer.render(document)
+        finally:
+            metrics.ATTESTATION_RENDER_DURATION.observe(time.perf_counter() - started)
 
     async def _plan(
         self, pool: asyncpg.Pool, requests: Sequence[AttestationRequest], today: date

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 import uuid
 from datetime import UTC, datetime
@@ -54,10 +53,10 @@ def settings_from_environment() -> Settings:
 
 
 def setup_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Text or JSON log lines, SSINs masked (:mod:`streams.logs`)."""
+    from streams.logs import configure
+
+    configure(settings)
 
 
 def migrate() -> None:

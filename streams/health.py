@@ -1,7 +1,17 @@
-"""The worker's ``GET /health``: is the broker reachable, the database, the outbox backlog.
+"""The worker's operator views: ``/health``, ``/health/live``, ``/health/ready``, ``/metrics``.
 
-The only view the stream worker serves itself; the ``/v1`` API is the HTTP tier's.
-No token: it is for operators and load balancers.
+The only views the stream worker serves itself; the ``/v1`` API is the HTTP tier's.
+No token: they are for operators, load balancers, orchestrators and Prometheus.
+
+- ``/health`` (as before): broker, database, relay backlog; 503 when degraded.
+- ``/health/live``: the process and its event loop answer (a liveness probe restarts a
+  worker only when this fails, never because a dependency is down).
+- ``/health/ready``: broker and database reachable, every lane in its consumer group,
+  and no *stuck* partition: one with lag whose committed offset has not moved for
+  ``STUDENTWORK_STUCK_PARTITION_SECONDS``, the failure faust users report most (a
+  consumer alive in its group that no longer makes progress). 503 with the reasons.
+- ``/metrics``: :mod:`streams.metrics` in the Prometheus text format, the outbox gauges
+  read from the database at each scrape.
 """
 
 from __future__ import annotations
@@ -16,7 +26,8 @@ from aiokafka.client import AIOKafkaClient
 from faust import web
 
 from db import reads
-from schemas.health import Health, ServiceCheck
+from schemas.health import Health, Readiness, ServiceCheck
+from streams import metrics
 
 if TYPE_CHECKING:
     from streams.runtime import WorkerState
@@ -123,9 +134,83 @@ class HealthView(web.View):
         return state
 
 
+class LiveView(web.View):
+    """``GET /health/live``: 200 as long as the process serves requests."""
+
+    async def get(self, request: web.Request) -> web.Response:
+        return self.json({"status": "alive"})
+
+
+async def readiness(state: WorkerState) -> Readiness:
+    """The readiness of this worker, with every reason it is not ready."""
+    (database, _backlog), broker = await asyncio.gather(
+        database_health(state), broker_probe(state).check()
+    )
+    reasons = []
+    if not broker.ok:
+        reasons.append(f"broker unreachable: {broker.detail}")
+    if not database.ok:
+        reasons.append(f"database unreachable: {database.detail}")
+    lanes = metrics.PROGRESS.lanes
+    if not lanes:
+        reasons.append("no lane has started consuming yet")
+    for name, lane in sorted(lanes.items()):
+        if not lane.joined:
+            reasons.append(f"lane {name} has no partition assignment from group {lane.group}")
+    reasons.extend(metrics.PROGRESS.stuck(state.settings.stuck_partition_seconds))
+    return Readiness(
+        status="not-ready" if reasons else "ready",
+        reasons=reasons,
+        broker=broker,
+        database=database,
+        lanes={
+            name: [f"{topic}[{partition}]" for topic, partition in sorted(lane.partitions)]
+            for name, lane in sorted(lanes.items())
+        },
+    )
+
+
+class ReadyView(web.View):
+    """``GET /health/ready``: 200 when ready, else 503; the reasons in the body."""
+
+    async def get(self, request: web.Request) -> web.Response:
+        state: WorkerState = self.app.studentwork_state  # type: ignore[attr-defined]
+        ready = await readiness(state)
+        body = ready.model_dump(mode="json", by_alias=True)
+        return self.json(body, status=200 if ready.status == "ready" else 503)
+
+
+class MetricsView(web.View):
+    """``GET /metrics``: every metric of this process, Prometheus text format."""
+
+    async def get(self, request: web.Request) -> web.Response:
+        state: WorkerState = self.app.studentwork_state  # type: ignore[attr-defined]
+
+        async def outbox() -> None:
+            pool = await state.pool()
+            async with pool.acquire() as conn:
+                await metrics.refresh_outbox(conn)
+
+        # A scrape while the database is down still reports everything else.
+        try:
+            await asyncio.wait_for(outbox(), HEALTH_TIMEOUT)
+            metrics.DATABASE_UP.set(1)
+        except Exception:
+            metrics.DATABASE_UP.set(0)
+        stuck = metrics.PROGRESS.stuck(state.settings.stuck_partition_seconds)
+        metrics.STUCK_PARTITIONS.set(len(stuck))
+        # aiohttp takes no charset in content_type; the full header goes as a header.
+        return self.bytes(
+            metrics.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE_LATEST}
+        )
+
+
 def register(app: faust.App, state: WorkerState) -> None:
-    """Mount ``/health`` and close its broker probe when the worker stops."""
+    """Mount the operator views and close the broker probe when the worker stops."""
     app.page("/health", name="health")(HealthView)
+    app.page("/health/live", name="health-live")(LiveView)
+    app.page("/health/ready", name="health-ready")(ReadyView)
+    app.page("/metrics", name="metrics")(MetricsView)
 
     async def close_probe(*_args: Any, **_kwargs: Any) -> None:
         probe = _PROBES.pop(state, None)

@@ -30,6 +30,7 @@ from schemas.answers import (
     AnsweredRecord,
     DeadLetter,
     DimonaAnswer,
+    RecordHeader,
 )
 from schemas.declarations import DimonaDeclaration, DmfaDeclaration
 
@@ -397,6 +398,7 @@ def dead_letter(
     reason: str,
     now: datetime,
     inline_limit: int,
+    headers: tuple[tuple[str, bytes], ...] = (),
 ) -> tuple[DeadLetter, DeadLetterPayload | None]:
     """The dead letter of a rejected record, and the raw bytes to keep aside, if any.
 
@@ -422,6 +424,11 @@ def dead_letter(
         raw_size=payload.size if payload is not None else None,
         reason=reason,
         rejected_at=now,
+        headers=[
+            RecordHeader(key=name, value_base64=base64.b64encode(value or b"").decode())
+            for name, value in headers
+        ]
+        or None,
     )
     return letter, payload
 

@@ -38,6 +38,8 @@ from schemas.declarations import DimonaDeclaration, DmfaDeclaration
 from schemas.identifiers import normalize_ssin
 from schemas.settings import Settings
 from schemas.topics import ACKS, BALANCES, DIMONA, DMFA, LEDGER, REJECTED
+from streams import metrics
+from streams.logs import record_fields
 from streams.messages import (
     answer_for,
     balance_document,
@@ -153,6 +155,22 @@ class BatchReport:
     rejected: int = 0
     balances_changed: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
+    #: What the metrics count once the transaction committed: answers by status,
+    #: anomalies named in them by code, dead letters by reason code.
+    answers: dict[str, int] = field(default_factory=dict)
+    anomalies: dict[str, int] = field(default_factory=dict)
+    dead_letters: dict[str, int] = field(default_factory=dict)
+
+    def count_refusal(self, code: str, answered: bool) -> None:
+        """A rejection: its dead letter, and its ``B`` answer when an employer is known."""
+        self.dead_letters[code] = self.dead_letters.get(code, 0) + 1
+        if answered:
+            self.answers["B"] = self.answers.get("B", 0) + 1
+            self.anomalies[code] = self.anomalies.get(code, 0) + 1
+
+    def record_metrics(self) -> None:
+        metrics.record_outcomes(self.answers, self.anomalies, self.dead_letters)
+        metrics.BALANCES_CHANGED.inc(self.balances_changed)
 
 
 def dead_letter_message(
@@ -166,8 +184,9 @@ def dead_letter_message(
     student's SSIN, which has no place in logs.
     """
     record = rejection.record
-    log.warning("rejected %s: %s", record.origin, rejection.code.value)
-    log.debug("rejected %s: %s", record.origin, rejection.reason)
+    fields = record_fields(record.topic, record.partition, record.offset)
+    log.warning("rejected %s: %s", record.origin, rejection.code.value, extra=fields)
+    log.debug("rejected %s: %s", record.origin, rejection.reason, extra=fields)
     letter, payload = dead_letter(
         event_id=rejection.dedupe_id,
         topic=settings.topic(record.topic),
@@ -179,6 +198,7 @@ def dead_letter_message(
         reason=printable(f"{rejection.code.value}: {rejection.reason}"),
         now=now,
         inline_limit=settings.dead_letter_inline_bytes,
+        headers=record.headers,
     )
     return OutboxMessage(REJECTED, record.key, letter.to_json_bytes()), payload
 
@@ -210,6 +230,9 @@ async def refuse_once(
         outgoing, payloads = messages()
         await store.save_dead_letter_payloads(conn, payloads)
         await store.enqueue(conn, outgoing)
+    report = BatchReport()
+    report.count_refusal(rejection.code.value, any(m.topic == ACKS for m in outgoing))
+    report.record_metrics()
 
 
 async def quarantine_record(
@@ -327,7 +350,9 @@ class BatchProcessor:
             result = apply_batch(ledgers, [(i.ssin, i.command) for i in fresh], set(), rules)
             computed = {(b.ssin, b.year) for b in result.balances}
             balances = result.balances + refreshed_balances(ledgers, merged, rules, skip=computed)
-            return await self._save(conn, parsed, result.outcomes, balances, stored, ledgers)
+            report = await self._save(conn, parsed, result.outcomes, balances, stored, ledgers)
+        report.record_metrics()
+        return report
 
     @staticmethod
     async def _one_employer_identity(
@@ -514,6 +539,7 @@ class BatchProcessor:
                 new_ids.append((item.dedupe_id, None, item.record.origin))
                 report.rejected += 1
                 rejected, kept = self._rejection_messages(item, now)
+                report.count_refusal(item.code.value, any(m.topic == ACKS for m in rejected))
                 messages.extend(rejected)
                 payloads.extend(kept)
                 report.statuses["B"] = report.statuses.get("B", 0) + 1
@@ -534,6 +560,10 @@ class BatchProcessor:
                 employer=_period_employer(ledgers, outcome),
             )
             report.statuses[answer.status] = report.statuses.get(answer.status, 0) + 1
+            report.answers[answer.status] = report.answers.get(answer.status, 0) + 1
+            for anomaly in answer.anomalies:
+                code = str(anomaly.code)
+                report.anomalies[code] = report.anomalies.get(code, 0) + 1
             messages.append(
                 OutboxMessage(
                     ACKS,
@@ -654,6 +684,8 @@ class BatchProcessor:
                 {**overrides, change.year: change.hours}
             )
             changed = await self._recompute_year(conn, change.year, rules, chunk)
+        metrics.QUOTA_RECOMPUTATIONS.labels("change").inc()
+        metrics.BALANCES_CHANGED.inc(changed)
         log.info(
             "quota %d set to %d hours: %d balances changed", change.year, change.hours, changed
         )
@@ -679,6 +711,8 @@ class BatchProcessor:
                 if stored[year] != {rules.quota(year)}:
                     changed[year] = await self._recompute_year(conn, year, rules, chunk)
         for year, count in changed.items():
+            metrics.QUOTA_RECOMPUTATIONS.labels("reconcile").inc()
+            metrics.BALANCES_CHANGED.inc(count)
             log.info(
                 "quota %d is %d hours in the configuration: %d balances changed",
                 year,

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,6 +46,8 @@ from tenacity import (
 )
 
 from schemas.settings import Settings
+from streams import metrics
+from streams.logs import CURRENT_BATCH, record_fields
 from streams.messages import printable
 
 log = logging.getLogger(__name__)
@@ -168,7 +172,14 @@ async def apply_isolating(handler: RecordHandler, records: Sequence[RawRecord], 
             left = await apply_isolating(handler, records[:middle], what)
             return left + await apply_isolating(handler, records[middle:], what)
         record = records[0]
-        log.error("%s: %s cannot be applied: %s", what, record.origin, describe_error(error))
+        log.error(
+            "%s: %s cannot be applied: %s",
+            what,
+            record.origin,
+            describe_error(error),
+            extra=record_fields(record.topic, record.partition, record.offset),
+        )
+        metrics.QUARANTINED.labels(record.topic).inc()
         try:
             await retry_transient(
                 f"quarantine of {record.origin}", handler.quarantine, record, error
@@ -215,6 +226,7 @@ class WorkerState:
             # must mean durable, whatever the server's default.
             server_settings={"synchronous_commit": "on"},
         )
+        metrics.watch_pool(pool)
         return pool
 
     async def close(self) -> None:
@@ -239,6 +251,22 @@ class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]
             pass
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        lane = self._lane
+        metrics.PROGRESS.assigned(
+            lane.name, lane.group_id, [(tp.topic, tp.partition) for tp in assigned]
+        )
+        consumer = lane._consumer
+        if consumer is not None:
+            # Where each partition starts: its committed offset (or the earliest one).
+            for tp in assigned:
+                try:
+                    start = await consumer.position(tp)
+                except Exception as error:  # only the lag gauge waits for the first batch
+                    log.debug("lane %s: position of %s: %r", lane.name, tp, error)
+                    continue
+                metrics.PROGRESS.observe(
+                    lane.name, lane.group_id, (tp.topic, tp.partition), start, None
+                )
         log.info(
             "lane %s assigned %s",
             self._lane.name,
@@ -269,6 +297,7 @@ class InputLane:
         self._logical = {settings.topic(t): t for t in handlers}
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
+        self._batches = itertools.count(1)
 
     @property
     def group_id(self) -> str:
@@ -302,6 +331,7 @@ class InputLane:
                         timeout_ms=int(self.settings.batch_within * 1000),
                         max_records=self.max_batch,
                     )
+                    self._observe_ends(consumer, fetched)
                     if fetched:
                         async with self.in_flight:
                             await self._apply(consumer, fetched)
@@ -314,6 +344,7 @@ class InputLane:
                 await asyncio.sleep(1.0)
             finally:
                 self._consumer = None
+                metrics.PROGRESS.left(self.name)
                 try:
                     await consumer.stop()
                 except Exception as error:
@@ -322,7 +353,18 @@ class InputLane:
     def stop(self) -> None:
         self._stopping.set()
 
+    def _observe_ends(self, consumer: AIOKafkaConsumer, fetched: Mapping[Any, Any]) -> None:
+        """The end offsets the last fetch reported, for the lag and the stuck rule."""
+        for tp in fetched or consumer.assignment():
+            end = consumer.highwater(tp)
+            if end is not None:
+                metrics.PROGRESS.observe(
+                    self.name, self.group_id, (tp.topic, tp.partition), None, end
+                )
+
     async def _apply(self, consumer: AIOKafkaConsumer, fetched: Mapping[Any, Any]) -> None:
+        started = time.perf_counter()
+        CURRENT_BATCH.set(f"{self.name}#{next(self._batches)}")
         by_topic: dict[str, list[RawRecord]] = {t: [] for t in self.handlers}
         offsets: dict[TopicPartition, int] = {}
         for tp, messages in fetched.items():
@@ -344,9 +386,26 @@ class InputLane:
         for logical, records in by_topic.items():
             if records:
                 await apply_isolating(self.handlers[logical], records, f"batch of {logical}")
+        committed = True
         try:
             await consumer.commit(offsets)
         except KafkaError as error:
+            committed = False
             # Applied and committed in PostgreSQL: whoever reads these records again
             # finds their ids applied, so a lost commit only costs a redelivery.
             log.warning("lane %s: offsets not committed (%r)", self.name, error)
+        size = 0
+        for tp, messages in fetched.items():
+            size += len(messages)
+            metrics.RECORDS_CONSUMED.labels(tp.topic, str(tp.partition)).inc(len(messages))
+            if committed and tp in offsets:
+                metrics.PROGRESS.observe(
+                    self.name,
+                    self.group_id,
+                    (tp.topic, tp.partition),
+                    offsets[tp],
+                    consumer.highwater(tp),
+                )
+        metrics.BATCH_RECORDS.labels(self.name).observe(size)
+        metrics.BATCH_DURATION.labels(self.name).observe(time.perf_counter() - started)
+        CURRENT_BATCH.set(None)

@@ -27,7 +27,7 @@ def test_compose_file_is_accepted_by_docker_compose() -> None:
 
 
 @pytest.mark.skipif(not _compose_available(), reason="the docker compose plugin is not installed")
-def test_compose_runs_kafka_postgres_worker_api_and_ebox() -> None:
+def test_compose_runs_kafka_postgres_worker_api_ebox_prometheus_and_grafana() -> None:
     result = subprocess.run(
         ["docker", "compose", "config", "--services"],
         cwd=REPO,
@@ -35,4 +35,12 @@ def test_compose_runs_kafka_postgres_worker_api_and_ebox() -> None:
         text=True,
         check=True,
     )
-    assert sorted(result.stdout.split()) == ["api", "ebox", "kafka", "postgres", "worker"]
+    assert sorted(result.stdout.split()) == [
+        "api",
+        "ebox",
+        "grafana",
+        "kafka",
+        "postgres",
+        "prometheus",
+        "worker",
+    ]

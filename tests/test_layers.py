@@ -19,7 +19,8 @@ ALLOWED: dict[str, set[str]] = {
     "producers": {"quota", "schemas", "db", "streams"},
     "consumers": {"quota", "schemas", "db", "streams"},
     "api": {"quota", "schemas", "db", "streams"},
-    "infra": {"quota", "schemas", "db", "streams", "producers", "consumers", "api"},
+    "ops": {"quota", "schemas", "db", "streams", "producers", "consumers"},
+    "infra": {"quota", "schemas", "db", "streams", "producers", "consumers", "api", "ops"},
 }
 #: Only the command-line root and the demo assemble the other packages.
 ASSEMBLY = {"infra/cli.py", "infra/demo.py"}

@@ -769,3 +769,34 @@ async def test_openapi_lists_every_endpoint_with_its_schema(
     assert {"remaining", "terms", "checks", "employers"} <= set(detail)
     quarter = doc["components"]["schemas"]["QuarterDetail"]["properties"]
     assert quarter["dmfaStatus"]["enum"] == ["received", "awaiting", "missing", "not_expected"]
+
+
+async def test_metrics_count_requests_by_route_template_and_status(
+    pipeline: Pipeline, client: httpx.AsyncClient
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def requests_of(text: str, route: str, status: str) -> float:
+        for family in text_string_to_metric_families(text):
+            if family.name == "studentwork_api_requests":
+                for sample in family.samples:
+                    if sample.name.endswith("_total") and sample.labels == {
+                        "route": route,
+                        "status": status,
+                    }:
+                        return sample.value
+        return 0.0
+
+    before = (await client.get("/metrics")).text
+    for _ in range(2):
+        assert (await client.get("/v1/me/years/2026", headers=bearer(pipeline))).status_code == 200
+    assert (await client.get("/v1/me/years/1990", headers=bearer(pipeline))).status_code == 400
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    after = response.text
+    route = "/v1/me/years/{year}"
+    assert requests_of(after, route, "200") - requests_of(before, route, "200") == 2
+    assert requests_of(after, route, "400") - requests_of(before, route, "400") == 1
+    # Templates only: neither the filled path nor the student's SSIN is ever a label.
+    assert "/v1/me/years/2026" not in after
+    assert STUDENT not in after

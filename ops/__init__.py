@@ -1,0 +1,1 @@
+"""Operators' tools: the live monitor and the dead-letter commands (above the worker)."""
