@@ -98,10 +98,10 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> FastAPI:
         metrics.API_REQUEST_DURATION.labels(template).observe(time.perf_counter() - started)
         return response
 
-    @app.get("/metrics", include_in_schema=False)
-    async def prometheus_metrics() -> Response:
-        """The HTTP tier's Prometheus metrics (requests, look-up failures, 429s)."""
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    # Operators' scrape target, outside /v1 and the OpenAPI document (a plain route of its
+    # own, not an endpoint): counts only, no personal data; expose it to the monitoring
+    # network, not to the internet.
+    app.add_route("/metrics", _prometheus_metrics, include_in_schema=False)
 
     @app.get("/v1/openapi.json", summary="This document", tags=["operations"])
     async def openapi() -> dict[str, Any]:
@@ -132,6 +132,11 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> FastAPI:
     for database_error in (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
         app.add_exception_handler(database_error, _database_unavailable)
     return app
+
+
+async def _prometheus_metrics(request: Request) -> Response:
+    """The HTTP tier's Prometheus metrics (requests, look-up failures, 429s)."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def _http_error(request: Request, error: Exception) -> JSONResponse:

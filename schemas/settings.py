@@ -223,6 +223,14 @@ class Settings(BaseSettings):
             "counts and X-Forwarded-For is ignored."
         ),
     )
+    declarant_answer_topics: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Declarants (enterprise numbers, NSSO<number>; JSON list) that consume Kafka "
+            "directly: each also gets its answers on its own topic dimona.acks.<declarant>, "
+            "which a Kafka ACL lets it alone read (dimona.acks is internal)."
+        ),
+    )
     pdf_processes: int = Field(2, ge=1, description="Processes rendering attestation PDFs.")
     default_language: Language = Field(
         "en",

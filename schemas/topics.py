@@ -7,6 +7,7 @@ retention are never accidents.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
@@ -117,3 +118,24 @@ def topic_configs(
     if spec.name == REJECTED:
         config["retention.ms"] = str(dead_letter_retention_days * _DAY_MS)
     return config
+
+
+def declarant_answer_topic(declarant: str) -> str:
+    """The topic a declarant that consumes Kafka itself reads its answers from (the
+    ``declarant_answer_topics`` setting): ``dimona.acks.<declarant>``, same key and body
+    as ``dimona.acks``, readable by that declarant alone."""
+    return f"{ACKS}.{declarant}"
+
+
+def topic_specs(declarants: Iterable[str] = ()) -> tuple[TopicSpec, ...]:
+    """Every topic of the system: :data:`TOPICS` and the answer topic of each of
+    ``declarants`` (the ``declarant_answer_topics`` setting)."""
+    return TOPICS + tuple(
+        TopicSpec(
+            declarant_answer_topic(declarant),
+            DimonaAnswer,
+            "employer id",
+            f"answers to declarations of {declarant}, for that declarant only",
+        )
+        for declarant in sorted(set(declarants))
+    )

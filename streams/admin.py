@@ -25,7 +25,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from db.migrate import migrate
 from schemas.settings import Settings
-from schemas.topics import DEDUPLICATED, TOPICS, TopicSpec, topic_configs
+from schemas.topics import DEDUPLICATED, TopicSpec, topic_configs, topic_specs
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ async def _create_missing(
             replication_factor=settings.replication_factor,
             topic_configs=wanted_configs(spec, settings),
         )
-        for spec in TOPICS
+        for spec in topic_specs(settings.declarant_answer_topics)
         if settings.topic(spec.name) not in existing
     ]
     if not wanted:
@@ -323,11 +323,17 @@ async def reconcile_topics(settings: Settings, *, check: bool = False) -> TopicR
         existing = set(await admin.list_topics())
         if check:
             report.created = [
-                settings.topic(s.name) for s in TOPICS if settings.topic(s.name) not in existing
+                settings.topic(s.name)
+                for s in topic_specs(settings.declarant_answer_topics)
+                if settings.topic(s.name) not in existing
             ]
         else:
             report.created = await _create_missing(admin, settings, existing)
-        specs = {settings.topic(s.name): s for s in TOPICS if settings.topic(s.name) in existing}
+        specs = {
+            settings.topic(s.name): s
+            for s in topic_specs(settings.declarant_answer_topics)
+            if settings.topic(s.name) in existing
+        }
         states = await _describe(admin, list(specs))
         for name, spec in specs.items():
             state = states[name]
@@ -364,7 +370,7 @@ async def verify_input_topics(settings: Settings) -> None:
     partitions, so a pipeline running on such a topic would accept backdated or
     reordered declarations. Raises :class:`TopicConfigError` listing every difference.
     """
-    inputs = {settings.topic(s.name): s for s in TOPICS if s.is_input}
+    inputs = {settings.topic(s.name): s for s in topic_specs() if s.is_input}
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:

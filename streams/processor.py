@@ -37,7 +37,15 @@ from schemas.answers import AnswerAction, AnsweredRecord, QuotaChange
 from schemas.declarations import DimonaDeclaration, DmfaDeclaration
 from schemas.identifiers import normalize_ssin
 from schemas.settings import Settings
-from schemas.topics import ACKS, BALANCES, DIMONA, DMFA, LEDGER, REJECTED
+from schemas.topics import (
+    ACKS,
+    BALANCES,
+    DIMONA,
+    DMFA,
+    LEDGER,
+    REJECTED,
+    declarant_answer_topic,
+)
 from streams import metrics
 from streams.logs import record_fields
 from streams.messages import (
@@ -132,6 +140,9 @@ class Intake:
     digest: bytes
     #: (``NSSO<number>``, enterprise number) when the message names both: one employer.
     identities: tuple[str, str] | None = None
+    #: Who sent it, as the message says (the declarant, else the employer); empty for a
+    #: follow-up naming only its period, whose answer goes to the period's employer.
+    declarant: str = ""
 
 
 @dataclass
@@ -260,6 +271,7 @@ class BatchProcessor:
         self._pool = pool
         self._settings = settings
         self._clock = clock
+        self._declarant_topics = frozenset(settings.declarant_answer_topics)
 
     def parse(self, record: RawRecord) -> Intake | Rejection:
         """The domain command a record carries, or why it carries none."""
@@ -285,12 +297,14 @@ class BatchProcessor:
                 command: Command = dimona_command(dimona, received_at, reply_to)
                 named = dimona.worker.ssin if dimona.worker is not None else None
                 identities = dimona.employer.identities if dimona.employer else None
+                declarant = dimona.declarant_id
             elif record.topic == DMFA:
                 dmfa = DmfaDeclaration.model_validate_json(record.value)
                 reply_to = self._event_id(record, dmfa.event_id)
                 command = dmfa_command(dmfa, received_at, reply_to)
                 named = dmfa.worker.ssin
                 identities = dmfa.employer.identities
+                declarant = dmfa.employer.employer_id
             else:
                 return Rejection(record, f"no processing is defined for topic {record.topic}")
         except ValidationError as error:
@@ -314,7 +328,15 @@ class BatchProcessor:
                 "declaration was received",
                 AnomalyCode.DATE_OUT_OF_RANGE,
             )
-        return Intake(record, ssin, command, reply_to, body_digest(record.value), identities)
+        return Intake(
+            record,
+            ssin,
+            command,
+            reply_to,
+            body_digest(record.value),
+            identities,
+            declarant=declarant,
+        )
 
     @staticmethod
     def _event_id(record: RawRecord, given: str | None) -> str:
@@ -564,12 +586,10 @@ class BatchProcessor:
             for anomaly in answer.anomalies:
                 code = str(anomaly.code)
                 report.anomalies[code] = report.anomalies.get(code, 0) + 1
-            messages.append(
-                OutboxMessage(
-                    ACKS,
-                    answer.employer.encode() if answer.employer else None,
-                    answer.to_json_bytes(),
-                )
+            messages += self._answer_messages(
+                item.declarant or answer.employer or "",
+                answer.employer.encode() if answer.employer else None,
+                answer.to_json_bytes(),
             )
         balance_messages = await self._changed_balances(conn, balances, now)
         report.balances_changed = _balance_count(balance_messages)
@@ -602,10 +622,22 @@ class BatchProcessor:
                 now=now,
                 record=self._answered(record),
             )
-            messages.append(OutboxMessage(ACKS, employer.encode(), answer.to_json_bytes()))
+            # The declarant of a body that could not be read is unknown: the employer it
+            # names is the one that may read the refusal.
+            messages += self._answer_messages(employer, employer.encode(), answer.to_json_bytes())
         letter, payload = dead_letter_message(rejection, self._settings, now)
         messages.append(letter)
         return messages, [payload] if payload is not None else []
+
+    def _answer_messages(
+        self, declarant: str, key: bytes | None, answer: bytes
+    ) -> list[OutboxMessage]:
+        """An answer on ``dimona.acks`` (internal) and, for a declarant that consumes Kafka
+        itself (``declarant_answer_topics``), on its own ``dimona.acks.<declarant>``."""
+        messages = [OutboxMessage(ACKS, key, answer)]
+        if declarant in self._declarant_topics:
+            messages.append(OutboxMessage(declarant_answer_topic(declarant), key, answer))
+        return messages
 
     def _answered(self, record: RawRecord) -> AnsweredRecord:
         return AnsweredRecord(

@@ -68,7 +68,7 @@ def test_prometheus_scrapes_every_service_and_its_alerts_use_defined_metrics() -
         for static in job["static_configs"]
         for target in static["targets"]
     }
-    assert targets == {"worker:6066", "ebox:9464"}
+    assert targets == {"worker:6066", "api:8080", "ebox:9464"}
     alerts = yaml.safe_load((REPO / "deploy/prometheus/alerts.yml").read_text())
     rules = [rule for group in alerts["groups"] for rule in group["rules"]]
     names = {rule["alert"] for rule in rules}
