@@ -156,7 +156,8 @@ async def test_metrics_count_exactly_what_was_published(pipeline: Pipeline, sett
     # Two changed balances (the valid and the over-quota declarations).
     assert found["studentwork_balances_changed_total"][0][1] == 2
     assert found["studentwork_outbox_oldest_unsent_age_seconds"][0][1] == 0
-    assert found["studentwork_relay_published_total"][0][1] == 5 + 3 + 2  # acks, letters, balances
+    # acks, letters, public balances, internal ledger records
+    assert found["studentwork_relay_published_total"][0][1] == 5 + 3 + 2 + 2
     pool = by_label(found, "studentwork_db_pool_connections", "state")
     assert pool["max"] == 8  # STUDENTWORK_DATABASE_POOL_SIZE
     # No SSIN, enterprise number or event id in any label.
