@@ -84,6 +84,17 @@ class Settings(BaseSettings):
     )
     batch_size: int = Field(1000, ge=1, description="Most events applied in one transaction.")
     batch_within: float = Field(0.2, gt=0, description="Seconds to wait to fill a batch.")
+    merge_wait_seconds: float = Field(
+        2.0,
+        ge=0,
+        description=(
+            "Longest a worker holds a student's Dimona (or DmfA) records back while the "
+            "partition of the other declaration topic has records on the broker that it "
+            "has not fetched yet, so that both are applied in broker-timestamp order "
+            "(deterministic replays). Past it, the held records are applied as they are "
+            "and a warning is logged; 0 turns the wait off."
+        ),
+    )
     declaration_horizon_days: int = Field(
         731,
         ge=1,
