@@ -249,17 +249,27 @@ async def set_quota(conn: asyncpg.Connection, year: int, hours: int, event_id: s
 async def stored_balances(
     conn: asyncpg.Connection, keys: Sequence[tuple[str, int]]
 ) -> dict[tuple[str, int], tuple[int, dict[str, Any]]]:
-    """(version, document) of the stored balances for the given (ssin, year) keys."""
+    """(version, document) of the stored balances for the given (ssin, year) keys.
+
+    Asks for the SSINs and the years as two lists (a superset, filtered here): joined
+    on ``unnest`` of the pairs, the planner merged on the year alone once some 10,000
+    balances shared it, 2.9 s per 2,000 keys against tens of milliseconds this way
+    (primary key, ``ssin = ANY``).
+    """
     if not keys:
         return {}
+    wanted = set(keys)
     rows = await conn.fetch(
-        "SELECT b.ssin, b.year, b.version, b.document FROM balances b"
-        " JOIN unnest($1::text[], $2::int[]) AS k(ssin, year)"
-        " ON b.ssin = k.ssin AND b.year = k.year",
-        [k[0] for k in keys],
-        [k[1] for k in keys],
+        "SELECT ssin, year, version, document FROM balances"
+        " WHERE ssin = ANY($1::text[]) AND year = ANY($2::int[])",
+        sorted({k[0] for k in wanted}),
+        sorted({k[1] for k in wanted}),
     )
-    return {(r["ssin"], r["year"]): (r["version"], json.loads(r["document"])) for r in rows}
+    return {
+        (r["ssin"], r["year"]): (r["version"], json.loads(r["document"]))
+        for r in rows
+        if (r["ssin"], r["year"]) in wanted
+    }
 
 
 async def save_balances(

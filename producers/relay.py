@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,6 +55,8 @@ log = logging.getLogger(__name__)
 
 _RELAY_LOCK_KEY = 0x5245_4C41  # "RELA"
 _CHANNEL = "studentwork_outbox"
+#: Sent rows are purged at most this often (seconds).
+_PURGE_EVERY_SECONDS = 60.0
 
 #: Seconds between two readings of the outbox gauges while the relay drains a backlog.
 _GAUGE_SECONDS = 5.0
@@ -155,11 +158,15 @@ class _BatchResult:
 class OutboxRelay:
     """Moves outbox rows to Kafka until stopped."""
 
-    def __init__(self, settings: Settings, *, sent_retention_hours: float = 24.0) -> None:
+    def __init__(self, settings: Settings, *, sent_retention_hours: float | None = None) -> None:
         self._settings = settings
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._sent_retention_hours = sent_retention_hours
+        self._sent_retention_hours = (
+            settings.relay_keep_sent_hours if sent_retention_hours is None else sent_retention_hours
+        )
+        #: When (monotonic) sent rows were last purged: a purge per minute at most.
+        self._purged_at: float | None = None
         # Rows in a batch the broker refused whole: each is sent alone next, so that only
         # the row at fault is marked failed, never its innocent neighbours.
         self._suspects: set[int] = set()
@@ -335,7 +342,12 @@ class OutboxRelay:
                 refused_row_letter(row["id"], topic, row["key"], row["value"], reason, now)
             )
         async with conn.transaction():
-            if result.acknowledged:
+            if result.acknowledged and not self._sent_retention_hours:
+                # Nothing kept: delete instead of marking sent and purging later.
+                await conn.execute(
+                    "DELETE FROM outbox WHERE id = ANY($1::bigint[])", result.acknowledged
+                )
+            elif result.acknowledged:
                 await conn.execute(
                     "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])",
                     result.acknowledged,
@@ -351,6 +363,14 @@ class OutboxRelay:
                 await store.enqueue(conn, letters)
 
     async def _purge_sent(self, conn: asyncpg.Connection) -> None:
+        """Delete the sent rows older than the retention (index ``outbox_sent``), at
+        most once a minute: after every drain it cost the database a scan each time."""
+        now = time.monotonic()
+        if not self._sent_retention_hours or (
+            self._purged_at is not None and now - self._purged_at < _PURGE_EVERY_SECONDS
+        ):
+            return
+        self._purged_at = now
         await conn.execute(
             "DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1)",
             self._sent_retention_hours * 3600,

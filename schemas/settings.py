@@ -85,6 +85,25 @@ class Settings(BaseSettings):
     )
     batch_size: int = Field(1000, ge=1, description="Most events applied in one transaction.")
     batch_within: float = Field(0.2, gt=0, description="Seconds to wait to fill a batch.")
+    quota_recompute_chunk: int = Field(
+        2000,
+        ge=1,
+        description=(
+            "Students recomputed per transaction after a quota change: each chunk locks "
+            "only its students, so declarations of the others are decided meanwhile."
+        ),
+    )
+    merge_wait_seconds: float = Field(
+        2.0,
+        ge=0,
+        description=(
+            "Longest a worker holds a student's Dimona (or DmfA) records back while the "
+            "partition of the other declaration topic has records on the broker that it "
+            "has not fetched yet, so that both are applied in broker-timestamp order "
+            "(deterministic replays). Past it, the held records are applied as they are "
+            "and a warning is logged; 0 turns the wait off."
+        ),
+    )
     declaration_horizon_days: int = Field(
         731,
         ge=1,
@@ -117,6 +136,16 @@ class Settings(BaseSettings):
     relay_in_worker: bool = Field(True, description="Run the outbox relay inside the worker.")
     relay_batch: int = Field(2000, ge=1)
     relay_poll_seconds: float = Field(1.0, gt=0, description="Fallback when NOTIFY is missed.")
+    relay_keep_sent_hours: float = Field(
+        24.0,
+        ge=0,
+        description=(
+            "How long the relay keeps published outbox rows (for operators and audits), "
+            "purged at most once a minute through the index on sent_at. 0 deletes each "
+            "row in the transaction that records its acknowledgement: the fastest relay, "
+            "nothing of a published message left in PostgreSQL."
+        ),
+    )
     data_dir: Path = Field(
         default_factory=lambda: Path(tempfile.gettempdir()) / "studentwork",
         description="Where faust keeps its local files (nothing of record is kept there).",

@@ -33,15 +33,16 @@ _STOP_GRACE_SECONDS = 15.0
 def create_lanes(
     settings: Settings, processor: BatchProcessor, extra: dict[str, tuple[RecordHandler, int]]
 ) -> list[InputLane]:
-    """One lane for the ledger (Dimona, DmfA, quota changes: co-partitioned, so one
-    consumer holds a student's partitions of both declaration topics), one per other
-    input, so a slow PDF batch never holds a declaration back."""
-    handlers: dict[str, RecordHandler] = {
-        DIMONA: processor,
-        DMFA: processor,
-        QUOTA_CHANGES: QuotaChangeHandler(processor),
-    }
-    lanes = [InputLane("ledger", settings, handlers)]
+    """One lane for the ledger (Dimona and DmfA: co-partitioned, so one consumer holds
+    a student's partitions of both declaration topics, merged in timestamp order), one
+    for quota changes (a recompute runs in chunks beside the ledger's batches, never in
+    front of them), one per other input, so a slow PDF batch never holds a declaration
+    back."""
+    handlers: dict[str, RecordHandler] = {DIMONA: processor, DMFA: processor}
+    lanes = [
+        InputLane("ledger", settings, handlers),
+        InputLane(QUOTA_CHANGES, settings, {QUOTA_CHANGES: QuotaChangeHandler(processor)}),
+    ]
     for topic, (handler, batch) in extra.items():
         lanes.append(InputLane(topic, settings, {topic: handler}, max_batch=batch))
     return lanes

@@ -42,7 +42,7 @@ from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
 
 from db import attestations as queries
-from db import store
+from db import reads, store
 from db.store import DeadLetterPayload, OutboxMessage
 from quota.access_codes import (
     AccessCodeKeys,
@@ -56,6 +56,7 @@ from quota.access_codes import (
     unseal_code,
 )
 from quota.attestations import attestation_years, year_refusal
+from quota.balance import compute_balance
 from quota.calendar import BRUSSELS
 from schemas.attestations import (
     AccessCodeRotation,
@@ -373,6 +374,13 @@ class AttestationService:
             rules = self._settings.quota_rules.with_overrides(await store.quota_overrides(conn))
             codes = await self.codes.month_codes(conn, {r.ssin for r in requests}, today)
             balances = await queries.balances_for(conn, [(r.ssin, r.year) for r in requests])
+            for (ssin, year), (quota, _remaining) in list(balances.items()):
+                if quota != rules.quota(year):
+                    # A quota change whose chunked recompute has not reached this
+                    # student yet: compute the balance with the effective quota.
+                    ledger = await reads.student_ledger(conn, ssin, year)
+                    fresh = compute_balance(ledger, year, rules)
+                    balances[(ssin, year)] = (fresh.quota, fresh.remaining)
         planned = []
         for request in requests:
             code = codes[request.ssin]

@@ -25,7 +25,6 @@ from quota import (
     Command,
     DeclarePeriod,
     Outcome,
-    QuotaRules,
     StudentLedger,
     apply_batch,
     compute_balance,
@@ -68,7 +67,7 @@ from streams.messages import (
     refusal_code,
     utc_from_millis,
 )
-from streams.runtime import Clock, RawRecord, describe_error, utc_now
+from streams.runtime import Clock, RawRecord, describe_error, retry_transient, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -699,23 +698,23 @@ class BatchProcessor:
             return 0
         return await self.change_quota(change)
 
-    async def change_quota(self, change: QuotaChange, *, chunk: int = 2000) -> int:
-        """Apply a quota change and recompute every balance of its year.
+    async def change_quota(self, change: QuotaChange, *, chunk: int | None = None) -> int:
+        """Apply a quota change, then recompute every balance of its year in chunks.
 
-        Holds the quota lock exclusively for the whole recomputation, so no batch can
-        decide with the old quota meanwhile. Returns the number of balances that changed.
+        The change itself is one short transaction under the exclusive quota lock: once
+        it commits, every batch (which reads the quota under the shared lock) decides
+        with the new quota. The balances stored before it are then recomputed in chunks
+        of students, each its own transaction (:meth:`_recompute_year`), while batches
+        go on. A change already applied (a redelivery after a crash or a rebalance
+        mid-recompute) recomputes what is left. Returns the number of balances changed.
         """
         event_id = f"quota:{change.event_id}"
         async with self._pool.acquire() as conn, conn.transaction():
-            overrides = await store.quota_overrides(conn, exclusive=True)
-            if await store.already_applied(conn, [event_id]):
-                return 0
-            await store.set_quota(conn, change.year, change.hours, change.event_id)
-            await store.record_applied(conn, [event_id])
-            rules: QuotaRules = self._settings.quota_rules.with_overrides(
-                {**overrides, change.year: change.hours}
-            )
-            changed = await self._recompute_year(conn, change.year, rules, chunk)
+            await store.quota_overrides(conn, exclusive=True)
+            if not await store.already_applied(conn, [event_id]):
+                await store.set_quota(conn, change.year, change.hours, change.event_id)
+                await store.record_applied(conn, [event_id])
+        changed = await self._recompute_year(change.year, chunk)
         metrics.QUOTA_RECOMPUTATIONS.labels("change").inc()
         metrics.BALANCES_CHANGED.inc(changed)
         log.info(
@@ -723,25 +722,25 @@ class BatchProcessor:
         )
         return changed
 
-    async def reconcile_quota(self, *, chunk: int = 2000) -> dict[int, int]:
+    async def reconcile_quota(self, *, chunk: int | None = None) -> dict[int, int]:
         """Recompute every year whose stored balances were computed with another quota
         than the effective one (configuration, then the operators' changes).
 
         A quota changed only in configuration (``STUDENTWORK_QUOTA_HOURS``) reaches the
         balances of students who send nothing more only this way; the worker calls it at
-        start. The stored balances say which quota they were computed with, so the check
-        needs no copy of the configuration, and a second run (another worker starting)
-        finds nothing to do. Holds the quota lock exclusively, as a quota change does.
+        start. It also finishes a recompute that a crash cut short. The stored balances
+        say which quota they were computed with, so the check needs no copy of the
+        configuration, and a second run (another worker starting) finds nothing to do.
         Returns the number of balances changed per recomputed year.
         """
-        changed: dict[int, int] = {}
         async with self._pool.acquire() as conn, conn.transaction():
-            overrides = await store.quota_overrides(conn, exclusive=True)
-            rules = self._settings.quota_rules.with_overrides(overrides)
+            overrides = await store.quota_overrides(conn)
             stored = await store.stored_quotas(conn)
-            for year in sorted(stored):
-                if stored[year] != {rules.quota(year)}:
-                    changed[year] = await self._recompute_year(conn, year, rules, chunk)
+        rules = self._settings.quota_rules.with_overrides(overrides)
+        changed: dict[int, int] = {}
+        for year in sorted(stored):
+            if stored[year] != {rules.quota(year)}:
+                changed[year] = await self._recompute_year(year, chunk)
         for year, count in changed.items():
             metrics.QUOTA_RECOMPUTATIONS.labels("reconcile").inc()
             metrics.BALANCES_CHANGED.inc(count)
@@ -753,20 +752,39 @@ class BatchProcessor:
             )
         return changed
 
-    async def _recompute_year(
-        self, conn: asyncpg.Connection, year: int, rules: QuotaRules, chunk: int
-    ) -> int:
-        """Recompute, store and publish every balance of ``year`` that ``rules`` change."""
+    async def _recompute_year(self, year: int, chunk: int | None) -> int:
+        """Recompute, store and publish every balance of ``year`` the quota changes.
+
+        Why no batch decides with a stale quota: the quota is read in every batch under
+        the shared quota lock, and the change committed under the exclusive one before
+        this starts, so a batch either committed before the change (and its students
+        are in the list read below, recomputed by a chunk) or reads the new quota. A
+        chunk takes the shared lock and its students' row locks (in SSIN order, as a
+        batch does) and reads the quota again, so it and a batch on the same student
+        serialise and the later one computes from the other's committed ledger.
+        Students who get their first period of the year after the list was read are
+        decided by batches with the new quota.
+        """
+        size = chunk or self._settings.quota_recompute_chunk
+        async with self._pool.acquire() as conn:
+            ssins = await store.ssins_with_data_in_year(conn, year)
         changed = 0
-        ssins = await store.ssins_with_data_in_year(conn, year)
+        for start in range(0, len(ssins), size):
+            changed += await retry_transient(
+                f"recompute of {year}", self._recompute_chunk, year, ssins[start : start + size]
+            )
+        return changed
+
+    async def _recompute_chunk(self, year: int, ssins: Sequence[str]) -> int:
+        """One chunk of :meth:`_recompute_year`, in its own transaction."""
         now = self._clock()
-        for start in range(0, len(ssins), chunk):
-            ledgers = await store.load_ledgers(conn, ssins[start : start + chunk])
+        async with self._pool.acquire() as conn, conn.transaction():
+            rules = self._settings.quota_rules.with_overrides(await store.quota_overrides(conn))
+            ledgers = await store.load_ledgers(conn, ssins)
             balances = [compute_balance(ledger, year, rules) for ledger in ledgers.values()]
             messages = await self._changed_balances(conn, balances, now)
             await store.enqueue(conn, messages)
-            changed += _balance_count(messages)
-        return changed
+        return _balance_count(messages)
 
 
 async def reconcile_configured_quota(settings: Settings, clock: Clock = utc_now) -> dict[int, int]:
@@ -781,8 +799,10 @@ async def reconcile_configured_quota(settings: Settings, clock: Clock = utc_now)
 class QuotaChangeHandler:
     """The :class:`streams.runtime.RecordHandler` of ``quota.changes``.
 
-    Each change is its own transaction (it recomputes a whole year); a change applied
-    before a later one in the batch failed is a no-op when the runtime retries it.
+    Each change is its own short transaction, then its year is recomputed in chunks
+    (:meth:`BatchProcessor.change_quota`) in this lane, beside the ledger lane; a
+    change applied before a later one in the batch failed only finishes its recompute
+    when the runtime retries it.
     """
 
     def __init__(self, processor: BatchProcessor) -> None:

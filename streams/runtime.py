@@ -29,6 +29,7 @@ import base64
 import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,7 +37,9 @@ from typing import Any, Protocol, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from aiokafka.errors import IllegalStateError, KafkaError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -248,7 +251,10 @@ class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         async with self._lane.in_flight:
-            pass
+            # Records held back for the merge were not applied, hence not committed:
+            # whoever is assigned the partitions next reads them again from the
+            # committed offsets (aiokafka resets positions on every assignment).
+            self._lane.drop_held()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         lane = self._lane
@@ -274,11 +280,29 @@ class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]
         )
 
 
+def _merge_key(record: Any, rank: int) -> tuple[int, int]:
+    """Broker timestamp, then the topic's rank in the lane's mapping on a tie."""
+    timestamp = record.timestamp if record.timestamp is not None else -1
+    return (timestamp, rank)
+
+
 class InputLane:
     """One consumer group reading some input topics, each applied by its handler.
 
     ``handlers`` maps logical topic names (``dimona.declarations``) to handlers; the
-    order of the mapping is the order in which the topics of one fetch are applied.
+    order of the mapping is the order in which the handlers of one fetch are applied.
+
+    Topics that share one handler (the ledger's Dimona and DmfA) are one ordered stream:
+    partition *p* of each is merged with partition *p* of the others in broker-timestamp
+    order (ties: mapping order, then offset), so a student's declarations are applied in
+    the same order whatever the batching, the timing or the number of workers. A record
+    is taken only once the next record of every other topic of the merge is known (held
+    here), or that topic is read up to its high watermark; otherwise it is held back, at
+    most ``merge_wait_seconds``, while the lagging partition is fetched. Held records
+    are neither applied nor committed; a rebalance drops them (they are read again from
+    the committed offsets). Partitions holding a full batch are paused so that fetching
+    goes to the lagging ones. The range assignor gives partition *p* of every topic to
+    the same member, so a merge always has both sides.
     """
 
     def __init__(
@@ -298,6 +322,26 @@ class InputLane:
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._batches = itertools.count(1)
+        # Physical topic names merged together, keyed by the handler they share.
+        merged: dict[int, list[str]] = {}
+        for logical, handler in self.handlers.items():
+            merged.setdefault(id(handler), []).append(settings.topic(logical))
+        self._merges = [topics for topics in merged.values() if len(topics) > 1]
+        self._merge_rank = {
+            topic: rank for group in self._merges for rank, topic in enumerate(group)
+        }
+        #: Fetched records of merged topics not applied yet, per partition.
+        self._held: dict[TopicPartition, deque[Any]] = {}
+        #: Since when (monotonic) a merged partition number waits for a lagging topic.
+        self._waiting_since: dict[tuple[int, int], float] = {}
+        #: The partitions that merges wait for, fetched first.
+        self._lagging: set[TopicPartition] = set()
+
+    def drop_held(self) -> None:
+        """Forget the records held back for the merge (they were not committed)."""
+        self._held.clear()
+        self._waiting_since.clear()
+        self._lagging.clear()
 
     @property
     def group_id(self) -> str:
@@ -314,6 +358,10 @@ class InputLane:
             session_timeout_ms=timeout_ms,
             heartbeat_interval_ms=min(3000, timeout_ms // 3),
             max_poll_records=self.max_batch,
+            # Range first: partition p of every topic to one member, which the merge
+            # needs; round robin (the former default) lets a group of older members
+            # agree during a rolling upgrade.
+            partition_assignment_strategy=(RangePartitionAssignor, RoundRobinPartitionAssignor),
             # A database outage holds a batch in retries; the consumer stays in its group.
             max_poll_interval_ms=max(300_000, timeout_ms * 10),
         )
@@ -327,12 +375,9 @@ class InputLane:
                 await consumer.start()
                 consumer.subscribe(list(self._logical), listener=_WaitForBatch(self))
                 while not self._stopping.is_set():
-                    fetched = await consumer.getmany(
-                        timeout_ms=int(self.settings.batch_within * 1000),
-                        max_records=self.max_batch,
-                    )
+                    fetched = await self._fetch(consumer)
                     self._observe_ends(consumer, fetched)
-                    if fetched:
+                    if fetched or self._held:
                         async with self.in_flight:
                             await self._apply(consumer, fetched)
             except asyncio.CancelledError:
@@ -362,50 +407,156 @@ class InputLane:
                     self.name, self.group_id, (tp.topic, tp.partition), None, end
                 )
 
+    async def _fetch(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]]:
+        """The next records: first those of the partitions a merge waits for, asked by
+        name (else a big fetched block of another partition, returned ``max_batch`` at a
+        time, would keep them waiting for seconds), then whatever else is fetched."""
+        timeout_ms = int(self.settings.batch_within * 1000)
+        fetched: dict[TopicPartition, list[Any]] = {}
+        # One partition at a time: aiokafka fills ``max_records`` from its buffers in
+        # the order they were fetched, so one call for all could return one of them only.
+        for tp in sorted(self._lagging & consumer.assignment()):
+            for got, messages in (
+                await consumer.getmany(tp, timeout_ms=0, max_records=self.max_batch)
+            ).items():
+                fetched.setdefault(got, []).extend(messages)
+        more = await consumer.getmany(
+            timeout_ms=0 if fetched else timeout_ms, max_records=self.max_batch
+        )
+        for tp, messages in more.items():
+            fetched.setdefault(tp, []).extend(messages)
+        return fetched
+
+    def _raw(self, message: Any) -> RawRecord:
+        return RawRecord(
+            topic=self._logical[message.topic],
+            partition=message.partition,
+            offset=message.offset,
+            timestamp_ms=message.timestamp,
+            key=message.key,
+            value=message.value,
+            headers=tuple(message.headers or ()),
+        )
+
     async def _apply(self, consumer: AIOKafkaConsumer, fetched: Mapping[Any, Any]) -> None:
         started = time.perf_counter()
         CURRENT_BATCH.set(f"{self.name}#{next(self._batches)}")
         by_topic: dict[str, list[RawRecord]] = {t: [] for t in self.handlers}
         offsets: dict[TopicPartition, int] = {}
         for tp, messages in fetched.items():
-            logical = self._logical[tp.topic]
-            by_topic[logical].extend(
-                RawRecord(
-                    topic=logical,
-                    partition=m.partition,
-                    offset=m.offset,
-                    timestamp_ms=m.timestamp,
-                    key=m.key,
-                    value=m.value,
-                    headers=tuple(m.headers or ()),
-                )
-                for m in messages
-            )
+            metrics.RECORDS_CONSUMED.labels(tp.topic, str(tp.partition)).inc(len(messages))
+            if tp.topic in self._merge_rank:
+                self._held.setdefault(tp, deque()).extend(messages)
+                continue
+            by_topic[self._logical[tp.topic]].extend(self._raw(m) for m in messages)
             if messages:
                 offsets[tp] = messages[-1].offset + 1
+        applied = 0
+        for group in self._merges:
+            merged = await self._merge(consumer, group, offsets)
+            if merged:
+                applied += len(merged)
+                # The handler of a merge is the one of each of its topics.
+                logical = merged[0].topic
+                await apply_isolating(self.handlers[logical], merged, f"batch of {logical}")
         for logical, records in by_topic.items():
             if records:
+                applied += len(records)
                 await apply_isolating(self.handlers[logical], records, f"batch of {logical}")
-        committed = True
-        try:
-            await consumer.commit(offsets)
-        except KafkaError as error:
-            committed = False
-            # Applied and committed in PostgreSQL: whoever reads these records again
-            # finds their ids applied, so a lost commit only costs a redelivery.
-            log.warning("lane %s: offsets not committed (%r)", self.name, error)
-        size = 0
-        for tp, messages in fetched.items():
-            size += len(messages)
-            metrics.RECORDS_CONSUMED.labels(tp.topic, str(tp.partition)).inc(len(messages))
-            if committed and tp in offsets:
-                metrics.PROGRESS.observe(
-                    self.name,
-                    self.group_id,
-                    (tp.topic, tp.partition),
-                    offsets[tp],
-                    consumer.highwater(tp),
-                )
-        metrics.BATCH_RECORDS.labels(self.name).observe(size)
-        metrics.BATCH_DURATION.labels(self.name).observe(time.perf_counter() - started)
+        if offsets:
+            try:
+                await consumer.commit(offsets)
+            except KafkaError as error:
+                # Applied and committed in PostgreSQL: whoever reads these records again
+                # finds their ids applied, so a lost commit only costs a redelivery.
+                log.warning("lane %s: offsets not committed (%r)", self.name, error)
+            else:
+                for tp, offset in offsets.items():
+                    metrics.PROGRESS.observe(
+                        self.name,
+                        self.group_id,
+                        (tp.topic, tp.partition),
+                        offset,
+                        consumer.highwater(tp),
+                    )
+        if applied:
+            metrics.BATCH_RECORDS.labels(self.name).observe(applied)
+            metrics.BATCH_DURATION.labels(self.name).observe(time.perf_counter() - started)
         CURRENT_BATCH.set(None)
+
+    async def _read_to_end(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> bool:
+        """Whether every record of ``tp`` on the broker (as of its last fetch) was
+        fetched: then no record of it can come before the ones held of the others."""
+        highwater = consumer.highwater(tp)
+        if highwater is None:
+            return False
+        try:
+            position = await consumer.position(tp)
+        except IllegalStateError:
+            return True  # not ours: nothing of it will ever be read here
+        return bool(position >= highwater)
+
+    async def _merge(
+        self,
+        consumer: AIOKafkaConsumer,
+        group: Sequence[str],
+        offsets: dict[TopicPartition, int],
+    ) -> list[RawRecord]:
+        """Take, per partition number, the held records of ``group`` that can be
+        ordered now (see the class), in broker-timestamp order; note their offsets."""
+        out: list[RawRecord] = []
+        self._lagging -= {tp for tp in self._lagging if tp.topic in group}
+        numbers = sorted({tp.partition for tp in self._held if tp.topic in group})
+        wait = self.settings.merge_wait_seconds
+        for number in numbers:
+            tps = [TopicPartition(topic, number) for topic in group]
+            queues = [self._held.setdefault(tp, deque()) for tp in tps]
+            waiting_key = (id(group), number)
+            forced = False
+            while any(queues):
+                if not forced:
+                    lagging = False
+                    for tp, queue in zip(tps, queues, strict=True):
+                        if not queue and not await self._read_to_end(consumer, tp):
+                            lagging = True
+                            self._lagging.add(tp)
+                            break
+                    if lagging:
+                        since = self._waiting_since.setdefault(waiting_key, time.monotonic())
+                        if time.monotonic() - since < wait:
+                            break
+                        # Apply what is held: its order with the lagging topic is lost.
+                        log.warning(
+                            "lane %s: partition %d of %s lagging for %.1f s (%s); applying "
+                            "the records held for it without waiting further",
+                            self.name,
+                            number,
+                            ", ".join(group),
+                            wait,
+                            "; ".join(
+                                f"{tp.topic}: {len(q)} held, high watermark "
+                                f"{consumer.highwater(tp)}"
+                                f"{', paused' if tp in consumer.paused() else ''}"
+                                for tp, q in zip(tps, queues, strict=True)
+                            ),
+                        )
+                        forced = True
+                    self._waiting_since.pop(waiting_key, None)
+                # Every topic's next record is known (or it has none): take the earliest.
+                rank = min(
+                    (r for r, q in enumerate(queues) if q),
+                    key=lambda r: _merge_key(queues[r][0], r),
+                )
+                message = queues[rank].popleft()
+                out.append(self._raw(message))
+                offsets[tps[rank]] = message.offset + 1
+        for tp in [tp for tp, queue in self._held.items() if not queue]:
+            del self._held[tp]
+        full = {tp for tp, queue in self._held.items() if len(queue) >= self.max_batch}
+        paused = consumer.paused()
+        if full - paused:
+            consumer.pause(*(full - paused))
+        resume = {tp for tp in paused if tp.topic in group and tp not in full}
+        if resume:
+            consumer.resume(*resume)
+        return out

@@ -1,0 +1,513 @@
+"""Side-by-side benchmark: every figure beside its baseline, measured in one run.
+
+    .venv/bin/python bench/run.py [--students 2000] [--partitions 4] [--out FILE.json]
+
+On one Kafka broker and one PostgreSQL server (started here, or KAFKA_BOOTSTRAP /
+DATABASE_URL), with one simulated year (``producers.simulator``) published before each
+measure:
+
+* ``raw``: the ceiling, a plain aiokafka loop that consumes the records, parses each
+  JSON body and produces it again (no database);
+* ``one worker`` / ``two workers``: ``studentwork worker`` processes (own consumer group,
+  own database) from the records already on Kafka until the group committed every
+  record and the outbox is drained;
+* ``recompute``: a quota change for the year over the balances the one-worker run left,
+  in this process (``BatchProcessor.change_quota``, chunked);
+* ``rotation``: a month of access codes for every student of that database
+  (``rotate_partition`` per partition, as the rotation lane runs them);
+* ``attestations``: ``--pdfs`` documents submitted at once to the configured PDF process
+  pool (``PdfRenderer``), beside one document alone.
+
+Figures are only comparable within one run (the machine is shared): the table gives each
+one with its ratio to the baseline measured in the same run (raw for the pipeline, one
+worker for two). ``--students`` sets the scale; the default runs in a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import asyncpg  # noqa: E402
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
+from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
+
+from producers.simulator import SimulatedRecord, generate, publish_records  # noqa: E402
+from schemas.settings import Settings  # noqa: E402
+from schemas.topics import DIMONA, DMFA  # noqa: E402
+
+INPUTS = (DIMONA, DMFA)
+
+
+@dataclass(frozen=True)
+class Bench:
+    """The services and the published year a measure runs on."""
+
+    kafka_bootstrap: str
+    admin_dsn: str
+    records: list[SimulatedRecord]
+    partitions: int
+    year: int
+
+    def settings(self, prefix: str, database_url: str) -> Settings:
+        return Settings(
+            kafka_bootstrap=self.kafka_bootstrap,
+            database_url=database_url,
+            topic_prefix=prefix,
+            app_id=f"bench-{prefix.rstrip('.')}",
+            partitions=self.partitions,
+            input_timestamp_type="CreateTime",
+            development=True,
+        )
+
+
+@contextmanager
+def database(admin_dsn: str) -> Iterator[str]:
+    """A new database on the server, dropped afterwards."""
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(admin_dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    try:
+        yield urlsplit(admin_dsn)._replace(path=f"/{name}").geturl()
+    finally:
+        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def published(bench: Bench, settings: Settings) -> dict[TopicPartition, int]:
+    """Prepare the topics and database, publish the year; the input end offsets."""
+    from streams.admin import prepare
+
+    await prepare(settings)
+    await publish_records(bench.records, settings)
+    tps = [
+        TopicPartition(settings.topic(topic), p)
+        for topic in INPUTS
+        for p in range(bench.partitions)
+    ]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bench.kafka_bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+        return ends
+    finally:
+        await consumer.stop()
+
+
+# --------------------------------------------------------------------------------------
+# The raw ceiling
+# --------------------------------------------------------------------------------------
+
+
+async def _raw(bench: Bench, settings: Settings, ends: dict[TopicPartition, int]) -> float:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bench.kafka_bootstrap, group_id=None, enable_auto_commit=False
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bench.kafka_bootstrap,
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+    )
+    await consumer.start()
+    await producer.start()
+    out = settings.topic("bench.raw")
+    try:
+        consumer.assign(list(ends))
+        await consumer.seek_to_beginning(*ends)
+        # The output topic is created by this first message, before the clock starts.
+        await (await producer.send(out, b"{}"))
+        start = time.perf_counter()
+        left = sum(ends.values())
+        pending: list[asyncio.Future[Any]] = []
+        while left:
+            batch = await consumer.getmany(timeout_ms=200, max_records=1000)
+            for records in batch.values():
+                for record in records:
+                    body = json.loads(record.value)
+                    pending.append(
+                        await producer.send(out, json.dumps(body).encode(), key=record.key)
+                    )
+                left -= len(records)
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+        return time.perf_counter() - start
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+def bench_raw(bench: Bench) -> dict[str, Any]:
+    prefix = f"raw{uuid.uuid4().hex[:6]}."
+    with database(bench.admin_dsn) as url:
+        settings = bench.settings(prefix, url)
+        ends = asyncio.run(published(bench, settings))
+        seconds = asyncio.run(_raw(bench, settings, ends))
+    count = sum(ends.values())
+    return {"records": count, "seconds": round(seconds, 2), "per_second": round(count / seconds)}
+
+
+# --------------------------------------------------------------------------------------
+# The pipeline, one or two workers
+# --------------------------------------------------------------------------------------
+
+
+async def _progress(
+    bench: Bench, settings: Settings, ends: dict[TopicPartition, int]
+) -> tuple[bool, int]:
+    """Whether the ledger group committed everything, and the outbox backlog."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bench.kafka_bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(f"{settings.app_id}.ledger")
+    finally:
+        await admin.close()
+    done = all(tp in offsets and offsets[tp].offset >= end for tp, end in ends.items())
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        backlog = await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+    finally:
+        await conn.close()
+    return done, int(backlog)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bench_pipeline(bench: Bench, workers: int, keep: list[str] | None = None) -> dict[str, Any]:
+    """``workers`` worker processes from the published year to an empty outbox.
+
+    ``keep`` receives the database URL when the caller wants to measure more on it (the
+    database is then left for the caller's ``database`` block).
+    """
+    prefix = f"w{workers}{uuid.uuid4().hex[:6]}."
+    with database(bench.admin_dsn) as url, tempfile.TemporaryDirectory() as workdir:
+        settings = bench.settings(prefix, url)
+        ends = asyncio.run(published(bench, settings))
+        logs = [Path(workdir) / f"worker-{n}.log" for n in range(workers)]
+        processes = []
+        for n, log in enumerate(logs):
+            env = {
+                **os.environ,
+                "KAFKA_BOOTSTRAP": bench.kafka_bootstrap,
+                "DATABASE_URL": url,
+                "STUDENTWORK_TOPIC_PREFIX": prefix,
+                "STUDENTWORK_APP_ID": settings.app_id,
+                "STUDENTWORK_PARTITIONS": str(bench.partitions),
+                "STUDENTWORK_INPUT_TIMESTAMP_TYPE": "CreateTime",
+                "STUDENTWORK_WEB_PORT": str(_free_port()),
+                "STUDENTWORK_DATA_DIR": str(Path(workdir) / f"data-{n}"),
+                "STUDENTWORK_LOG_LEVEL": "info",
+                "STUDENTWORK_DEVELOPMENT": "true",
+            }
+            with log.open("wb") as out:
+                processes.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "infra", "worker"],
+                        env=env,
+                        cwd=REPO,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        try:
+            # The clock starts when the first worker is ready: it consumes from then on.
+            start: float | None = None
+            while not all("Worker]: Ready" in log.read_text(errors="replace") for log in logs):
+                for process, log in zip(processes, logs, strict=True):
+                    if process.poll() is not None:
+                        raise RuntimeError(log.read_text()[-3000:])
+                    if start is None and "Worker]: Ready" in log.read_text(errors="replace"):
+                        start = time.perf_counter()
+                time.sleep(0.05)
+            if start is None:
+                start = time.perf_counter()
+            while True:
+                done, backlog = asyncio.run(_progress(bench, settings, ends))
+                if done and backlog == 0:
+                    break
+                for process, log in zip(processes, logs, strict=True):
+                    if process.poll() is not None:
+                        raise RuntimeError(f"worker exited: {log.read_text()[-3000:]}")
+                time.sleep(0.25)
+            seconds = time.perf_counter() - start
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait(60)
+        count = sum(ends.values())
+        result = {
+            "records": count,
+            "workers": workers,
+            "seconds": round(seconds, 2),
+            "per_second": round(count / seconds),
+        }
+        if keep is not None:
+            # The next measures run on this database before it is dropped.
+            result.update(after_pipeline(bench, settings))
+    return result
+
+
+# --------------------------------------------------------------------------------------
+# Recompute and rotation, on the database the one-worker run left
+# --------------------------------------------------------------------------------------
+
+
+async def _recompute(settings: Settings, year: int) -> dict[str, Any]:
+    from schemas.answers import QuotaChange
+    from streams.processor import BatchProcessor
+
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4)
+    try:
+        balances = await pool.fetchval("SELECT count(*) FROM balances WHERE year = $1", year)
+        quota = settings.quota_rules.quota(year)
+        change = QuotaChange(
+            event_id=f"bench-{uuid.uuid4().hex[:8]}",
+            year=year,
+            hours=quota - 25,
+            requested_at=datetime.now(UTC),
+        )
+        start = time.perf_counter()
+        changed = await BatchProcessor(pool, settings).change_quota(change)
+        seconds = time.perf_counter() - start
+    finally:
+        await pool.close()
+    return {
+        "balances": int(balances),
+        "changed": changed,
+        "seconds": round(seconds, 2),
+        "per_second": round(int(balances) / seconds) if seconds else 0,
+    }
+
+
+async def _rotation(settings: Settings) -> dict[str, Any]:
+    from quota.access_codes import month_start
+    from schemas.attestations import AccessCodeRotation
+    from streams.attestations import AccessCodes, rotate_partition
+
+    today = date.today()
+    month = month_start(date(today.year + (today.month == 12), today.month % 12 + 1, 1))
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4)
+    try:
+        students = await pool.fetchval("SELECT count(*) FROM students")
+        codes = AccessCodes(settings)
+        start = time.perf_counter()
+        created = 0
+        for partition in range(settings.partitions):
+            command = AccessCodeRotation(
+                event_id=f"bench-rotation:{partition}",
+                month=month,
+                partition=partition,
+                partitions=settings.partitions,
+                requested_at=datetime.now(UTC),
+            )
+            created += await rotate_partition(pool, codes, command, datetime.now(UTC))
+        seconds = time.perf_counter() - start
+    finally:
+        await pool.close()
+    return {
+        "students": int(students),
+        "codes": created,
+        "seconds": round(seconds, 2),
+        "per_second": round(created / seconds) if seconds else 0,
+    }
+
+
+def after_pipeline(bench: Bench, settings: Settings) -> dict[str, Any]:
+    return {
+        "recompute": asyncio.run(_recompute(settings, bench.year)),
+        "rotation": asyncio.run(_rotation(settings)),
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Attestations: the PDF process pool
+# --------------------------------------------------------------------------------------
+
+
+async def _attestations(count: int, processes: int) -> dict[str, Any]:
+    from streams.attestation_pdf import AttestationDocument, PdfRenderer
+
+    def document(n: int) -> AttestationDocument:
+        return AttestationDocument(
+            attestation_id=f"bench-{n}",
+            ssin="00010112345",
+            year=2025,
+            remaining_hours=300 + n % 300,
+            quota=650,
+            access_code="ABCD-EFGH-JKMN-PQRS",
+            valid_from=date(2025, 6, 1),
+            valid_until=date(2025, 6, 30),
+            issued_on=date(2025, 6, 2),
+        )
+
+    renderer = PdfRenderer(processes)
+    try:
+        await renderer.warm_up()
+        start = time.perf_counter()
+        await renderer.render(document(-1))
+        alone = time.perf_counter() - start
+
+        async def timed(n: int) -> float:
+            began = time.perf_counter()
+            await renderer.render(document(n))
+            return time.perf_counter() - began
+
+        start = time.perf_counter()
+        latencies = await asyncio.gather(*(timed(n) for n in range(count)))
+        seconds = time.perf_counter() - start
+    finally:
+        renderer.close()
+    ordered = sorted(latencies)
+    return {
+        "documents": count,
+        "processes": processes,
+        "alone_seconds": round(alone, 3),
+        "seconds": round(seconds, 2),
+        "per_second": round(count / seconds, 1),
+        "p95_seconds": round(ordered[int(0.95 * (len(ordered) - 1))], 2),
+        "median_seconds": round(statistics.median(ordered), 2),
+    }
+
+
+# --------------------------------------------------------------------------------------
+
+
+def table(result: dict[str, Any]) -> str:
+    """The figures side by side, each with its ratio to the baseline of this run."""
+    raw = result["raw"]["per_second"]
+    one = result["one_worker"]
+    rows = [("raw aiokafka consume-parse-produce", f"{raw:,} records/s", "1.00 (baseline)")]
+    rows.append(
+        (
+            "pipeline, one worker",
+            f"{one['per_second']:,} records/s",
+            f"{one['per_second'] / raw:.2f} of raw",
+        )
+    )
+    if "two_workers" in result:
+        two = result["two_workers"]["per_second"]
+        rows.append(
+            (
+                "pipeline, two workers",
+                f"{two:,} records/s",
+                f"{two / raw:.2f} of raw, {two / one['per_second']:.2f} x one worker",
+            )
+        )
+    rec = one["recompute"]
+    rows.append(
+        (
+            f"quota recompute ({rec['balances']:,} balances)",
+            f"{rec['per_second']:,} balances/s",
+            f"{rec['seconds']} s",
+        )
+    )
+    rot = one["rotation"]
+    rows.append(
+        (
+            f"access-code rotation ({rot['codes']:,} codes)",
+            f"{rot['per_second']:,} codes/s",
+            f"{rot['seconds']} s",
+        )
+    )
+    if "attestations" in result:
+        att = result["attestations"]
+        rows.append(
+            (
+                f"attestations ({att['documents']} at once, {att['processes']} processes)",
+                f"{att['per_second']} PDFs/s",
+                f"p95 {att['p95_seconds']} s, alone {att['alone_seconds']} s",
+            )
+        )
+    width = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = [
+        f"| {'measure':<{width[0]}} | {'figure':<{width[1]}} | {'ratio':<{width[2]}} |",
+        f"|{'-' * (width[0] + 2)}|{'-' * (width[1] + 2)}|{'-' * (width[2] + 2)}|",
+    ]
+    lines += [f"| {a:<{width[0]}} | {b:<{width[1]}} | {c:<{width[2]}} |" for a, b, c in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--students", type=int, default=2000)
+    parser.add_argument(
+        "--year", type=int, default=2025, help="a past year: brokers refuse future timestamps"
+    )
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--pdfs", type=int, default=100, help="attestations rendered at once")
+    parser.add_argument("--pdf-processes", type=int, default=2)
+    parser.add_argument("--skip-two-workers", action="store_true")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "run.json")
+    args = parser.parse_args()
+
+    from infra import local_services
+
+    records = list(generate(args.year, args.students, args.seed))
+    print(f"simulated {len(records):,} records for {args.students:,} students", flush=True)
+    result: dict[str, Any] = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(),
+        },
+        "parameters": vars(args) | {"out": str(args.out)},
+    }
+    with local_services(log=lambda _line: None) as services:
+        bench = Bench(
+            services.kafka_bootstrap, services.database_url, records, args.partitions, args.year
+        )
+        result["raw"] = bench_raw(bench)
+        print(f"raw:          {result['raw']}", flush=True)
+        result["one_worker"] = bench_pipeline(bench, 1, keep=[])
+        print(f"one worker:   {result['one_worker']}", flush=True)
+        if not args.skip_two_workers:
+            result["two_workers"] = bench_pipeline(bench, 2)
+            print(f"two workers:  {result['two_workers']}", flush=True)
+    result["attestations"] = asyncio.run(_attestations(args.pdfs, args.pdf_processes))
+    print(f"attestations: {result['attestations']}", flush=True)
+    result["table"] = table(result)
+    print(result["table"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()
