@@ -98,6 +98,9 @@ ANOMALY_DESCRIPTIONS: Mapping[AnomalyCode, str] = {
     AnomalyCode.DUPLICATE_EVENT_ID: N_("This event id was already used for a different message."),
     AnomalyCode.MISSING_END_DATE: N_("A student declaration needs an end date."),
     AnomalyCode.PROCESSING_FAILED: N_("The message could not be processed."),
+    AnomalyCode.EMPLOYER_IDS_CONFLICT: N_(
+        "This NSSO registration number belongs to another enterprise number."
+    ),
 }
 
 
