@@ -179,8 +179,9 @@ async def test_ready_and_live(pipeline: Pipeline, settled: str) -> None:
     assert body["status"] == "ready" and body["reasons"] == []
     assert body["lanes"]["ledger"] == [
         *(f"{pipeline.topic(t)}[{p}]" for t in (DIMONA, "dmfa.declarations") for p in (0, 1)),
-        f"{pipeline.topic('quota.changes')}[0]",
     ]
+    # Quota changes have a lane of their own (a recompute runs beside the batches).
+    assert body["lanes"]["quota.changes"] == [f"{pipeline.topic('quota.changes')}[0]"]
     assert health.status_code == 200 and health.json()["status"] == "ok"
 
 
@@ -216,7 +217,12 @@ async def test_monitor_once_json_reports_the_same_figures(pipeline: Pipeline, se
     assert len(group["members"]) == 1
     assert sorted(group["members"][0]["partitions"]) == [
         *(f"{pipeline.topic(t)}[{p}]" for t in (DIMONA, "dmfa.declarations") for p in (0, 1)),
-        f"{pipeline.topic('quota.changes')}[0]",
+    ]
+    quota_group = next(
+        g for g in snapshot["groups"] if g["group"] == f"{ledger_group[:-6]}quota.changes"
+    )
+    assert [m["partitions"] for m in quota_group["members"]] == [
+        [f"{pipeline.topic('quota.changes')}[0]"]
     ]
 
 
