@@ -37,10 +37,9 @@ from api.models import YearCalendar, YearDetail
 from api.pages.common import (
     CSRF_FIELD,
     Session,
-    csrf_valid,
+    checked_form,
     page_language,
     problem,
-    refuse_csrf,
     render,
     require,
 )
@@ -60,8 +59,11 @@ class StudentSession(Session):
     ssin: str
 
 
-async def _student(request: Request, state: ApiState) -> StudentSession | Response:
-    """The signed-in student and their SSIN, or the response to send instead."""
+async def _student(
+    request: Request, state: ApiState, *, csrf: str | None = None
+) -> StudentSession | Response:
+    """The signed-in student and their SSIN, or the response to send instead; ``csrf``
+    as for :func:`api.pages.common.require`, checked once the SSIN is."""
     session = await require(request, state, Role.STUDENT)
     if not isinstance(session, Session):
         return session
@@ -70,7 +72,8 @@ async def _student(request: Request, state: ApiState) -> StudentSession | Respon
     except ValueError:
         _ = translations(page_language(request, state)).gettext
         return problem(request, state, 401, _("Your sign-in does not name a valid SSIN."))
-    return StudentSession(session.principal, session.token, ssin)
+    student = StudentSession(session.principal, session.token, ssin)
+    return checked_form(request, state, student, csrf)
 
 
 async def _names(request: Request, state: ApiState, employers: Iterable[str]) -> dict[str, str]:
@@ -213,11 +216,9 @@ async def ask_attestation_page(
     year: Annotated[int, Form()],
     csrf: Annotated[str, Form(alias=CSRF_FIELD)] = "",
 ) -> Response:
-    session = await _student(request, state)
+    session = await _student(request, state, csrf=csrf)
     if not isinstance(session, StudentSession):
         return session
-    if not csrf_valid(state, session, csrf):
-        return refuse_csrf(request, state, session)
     ask = AttestationAsk(year=year, language=page_language(request, state))
     try:
         pending = await ask_attestation(
@@ -292,11 +293,9 @@ async def _consents(
 async def _change_consent(
     request: Request, state: ApiState, csrf: str, agency: str, action: str
 ) -> Response:
-    session = await _student(request, state)
+    session = await _student(request, state, csrf=csrf)
     if not isinstance(session, StudentSession):
         return session
-    if not csrf_valid(state, session, csrf):
-        return refuse_csrf(request, state, session)
     principal: Principal = session.principal
     pool = await state.shared.pool()
     try:
