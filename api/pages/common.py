@@ -25,7 +25,7 @@ import hmac
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from fastapi import Request
@@ -171,8 +171,14 @@ def to_login(request: Request, state: ApiState) -> Response:
     return problem(request, state, 401, catalogue.gettext("Please sign in."))
 
 
-async def require(request: Request, state: ApiState, *roles: Role) -> Session | Response:
-    """The signed-in caller with one of ``roles``, or the response to send instead."""
+async def require(
+    request: Request, state: ApiState, *roles: Role, csrf: str | None = None
+) -> Session | Response:
+    """The signed-in caller with one of ``roles``, or the response to send instead.
+
+    ``csrf`` is what a state-changing form sent in :data:`CSRF_FIELD` (None for a page
+    that only reads): the form is refused unless it is this session's token.
+    """
     session = await signed_in(request, state)
     if session is None:
         return to_login(request, state)
@@ -185,7 +191,21 @@ async def require(request: Request, state: ApiState, *roles: Role) -> Session | 
             catalogue.gettext("This page is not for your role."),
             session,
         )
-    return session
+    return checked_form(request, state, session, csrf)
+
+
+#: A session, or a subclass that carries more of the signed-in caller (the student's SSIN).
+AnySession = TypeVar("AnySession", bound=Session)
+
+
+def checked_form(
+    request: Request, state: ApiState, session: AnySession, csrf: str | None
+) -> AnySession | HTMLResponse:
+    """``session`` when its form carried this session's CSRF token (or there is no form,
+    ``csrf`` None), else the refusal: the last step of every signed-in check."""
+    if csrf is None or csrf_valid(state, session, csrf):
+        return session
+    return refuse_csrf(request, state, session)
 
 
 def refuse_csrf(request: Request, state: ApiState, session: Session) -> HTMLResponse:

@@ -25,10 +25,8 @@ from api.models import EmployerBalance
 from api.pages.common import (
     CSRF_FIELD,
     Session,
-    csrf_valid,
     page_language,
     problem,
-    refuse_csrf,
     render,
     require,
 )
@@ -52,11 +50,9 @@ async def employer_lookup(
     code: Annotated[str, Form()] = "",
     csrf: Annotated[str, Form(alias=CSRF_FIELD)] = "",
 ) -> Response:
-    session = await require(request, state, Role.EMPLOYER, Role.AGENCY)
+    session = await require(request, state, Role.EMPLOYER, Role.AGENCY, csrf=csrf)
     if not isinstance(session, Session):
         return session
-    if not csrf_valid(state, session, csrf):
-        return refuse_csrf(request, state, session)
     _ = translations(page_language(request, state)).gettext
     pool = await state.shared.pool()
     try:

@@ -13,11 +13,12 @@ so there is no address at which a student could open another student's page.
 from __future__ import annotations
 
 import calendar
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Annotated
+from typing import Annotated, TypeVar
 
+import asyncpg
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
@@ -32,14 +33,13 @@ from api.auth import Principal, Role
 from api.consents import ConsentGrant, grant_consent, my_consents, revoke_consent
 from api.deps import ApiState, State
 from api.ebox import my_ebox
-from api.models import YearCalendar
+from api.models import YearCalendar, YearDetail
 from api.pages.common import (
     CSRF_FIELD,
     Session,
-    csrf_valid,
+    checked_form,
     page_language,
     problem,
-    refuse_csrf,
     render,
     require,
 )
@@ -52,16 +52,28 @@ from schemas.identifiers import normalize_enterprise_number, normalize_ssin
 router = APIRouter(include_in_schema=False)
 
 
-async def _student(request: Request, state: ApiState) -> tuple[Session, str] | Response:
-    """The signed-in student and their SSIN, or the response to send instead."""
+@dataclass(frozen=True)
+class StudentSession(Session):
+    """A signed-in student's session and the SSIN its token names (already checked)."""
+
+    ssin: str
+
+
+async def _student(
+    request: Request, state: ApiState, *, csrf: str | None = None
+) -> StudentSession | Response:
+    """The signed-in student and their SSIN, or the response to send instead; ``csrf``
+    as for :func:`api.pages.common.require`, checked once the SSIN is."""
     session = await require(request, state, Role.STUDENT)
     if not isinstance(session, Session):
         return session
     try:
-        return session, normalize_ssin(session.principal.subject, today=state.today())
+        ssin = normalize_ssin(session.principal.subject, today=state.today())
     except ValueError:
         _ = translations(page_language(request, state)).gettext
         return problem(request, state, 401, _("Your sign-in does not name a valid SSIN."))
+    student = StudentSession(session.principal, session.token, ssin)
+    return checked_form(request, state, student, csrf)
 
 
 async def _names(request: Request, state: ApiState, employers: Iterable[str]) -> dict[str, str]:
@@ -90,11 +102,10 @@ def _year_problem(
 
 @router.get("/")
 async def home(request: Request, state: State) -> Response:
-    signed = await _student(request, state)
-    if not isinstance(signed, tuple):
-        return signed
-    session, ssin = signed
-    overview = await my_balance(state, await state.shared.pool(), ssin)
+    session = await _student(request, state)
+    if not isinstance(session, StudentSession):
+        return session
+    overview = await my_balance(state, await state.shared.pool(), session.ssin)
     current = next(y for y in overview.years if y.year == overview.current_year)
     others = [y for y in overview.years if y.year != overview.current_year]
     return render(
@@ -103,17 +114,35 @@ async def home(request: Request, state: State) -> Response:
     )  # fmt: skip
 
 
-@router.get("/years/{year}")
-async def year_page(request: Request, state: State, year: str) -> Response:
-    signed = await _student(request, state)
-    if not isinstance(signed, tuple):
-        return signed
-    session, ssin = signed
+#: What a year's page reads through the JSON API: the detail or the calendar.
+_YearView = TypeVar("_YearView", YearDetail, YearCalendar)
+
+
+async def _student_year(
+    request: Request,
+    state: ApiState,
+    year: str,
+    read: Callable[[ApiState, asyncpg.Pool, str, str], Awaitable[_YearView]],
+) -> tuple[StudentSession, _YearView, dict[str, str]] | Response:
+    """The signed-in student's ``year`` as ``read`` gives it, with its employers' names;
+    or the response to send instead (not signed in, or a year the API refuses)."""
+    session = await _student(request, state)
+    if not isinstance(session, StudentSession):
+        return session
     try:
-        detail = await my_year(state, await state.shared.pool(), ssin, year)
+        view = await read(state, await state.shared.pool(), session.ssin, year)
     except HTTPException as error:
         return _year_problem(request, state, session, error)
-    names = await _names(request, state, [e.employer for e in detail.employers])
+    names = await _names(request, state, [e.employer for e in view.employers])
+    return session, view, names
+
+
+@router.get("/years/{year}")
+async def year_page(request: Request, state: State, year: str) -> Response:
+    found = await _student_year(request, state, year, my_year)
+    if not isinstance(found, tuple):
+        return found
+    session, detail, names = found
     return render(request, state, "year.html", session=session, detail=detail, names=names)
 
 
@@ -151,15 +180,10 @@ def month_grids(
 
 @router.get("/years/{year}/calendar")
 async def calendar_page(request: Request, state: State, year: str) -> Response:
-    signed = await _student(request, state)
-    if not isinstance(signed, tuple):
-        return signed
-    session, ssin = signed
-    try:
-        cal = await my_calendar(state, await state.shared.pool(), ssin, year)
-    except HTTPException as error:
-        return _year_problem(request, state, session, error)
-    names = await _names(request, state, [e.employer for e in cal.employers])
+    found = await _student_year(request, state, year, my_calendar)
+    if not isinstance(found, tuple):
+        return found
+    session, cal, names = found
     language = page_language(request, state)
     return render(
         request, state, "calendar.html", session=session, cal=cal, names=names,
@@ -175,10 +199,9 @@ def _offered_years(today: date) -> list[int]:
 
 @router.get("/attestations")
 async def attestations_page(request: Request, state: State) -> Response:
-    signed = await _student(request, state)
-    if not isinstance(signed, tuple):
-        return signed
-    session, _ssin = signed
+    session = await _student(request, state)
+    if not isinstance(session, StudentSession):
+        return session
     earlier = await my_attestations(await state.shared.pool(), session.principal, 50)
     return render(
         request, state, "attestations.html", session=session,
@@ -193,12 +216,9 @@ async def ask_attestation_page(
     year: Annotated[int, Form()],
     csrf: Annotated[str, Form(alias=CSRF_FIELD)] = "",
 ) -> Response:
-    signed = await _student(request, state)
-    if not isinstance(signed, tuple):
-        return signed
-    session, _ssin = signed
-    if not csrf_valid(state, session, csrf):
-        return refuse_csrf(request, state, session)
+    session = await _student(request, state, csrf=csrf)
+    if not isinstance(session, StudentSession):
+        return session
     ask = AttestationAsk(year=year, language=page_language(request, state))
     try:
         pending = await ask_attestation(
@@ -212,10 +232,9 @@ async def ask_attestation_page(
 @router.get("/attestations/{attestation_id}")
 async def attestation_page(request: Request, state: State, attestation_id: str) -> Response:
     """The PDF as a download once issued; until then a page that looks again each second."""
-    signed = await _student(request, state)
-    if not isinstance(signed, tuple):
-        return signed
-    session, _ssin = signed
+    session = await _student(request, state)
+    if not isinstance(session, StudentSession):
+        return session
     try:
         answer = await attestation(await state.shared.pool(), session.principal, attestation_id)
     except HTTPException as error:  # unknown or another student's: the same 404
@@ -232,20 +251,18 @@ async def attestation_page(request: Request, state: State, attestation_id: str) 
 
 @router.get("/ebox")
 async def ebox_page(request: Request, state: State) -> Response:
-    signed = await _student(request, state)
-    if not isinstance(signed, tuple):
-        return signed
-    session, _ssin = signed
+    session = await _student(request, state)
+    if not isinstance(session, StudentSession):
+        return session
     box = await my_ebox(state, await state.shared.pool(), session.principal, Response())
     return render(request, state, "ebox.html", session=session, documents=box.documents)
 
 
 @router.get("/lookups")
 async def lookups_page(request: Request, state: State) -> Response:
-    signed = await _student(request, state)
-    if not isinstance(signed, tuple):
-        return signed
-    session, _ssin = signed
+    session = await _student(request, state)
+    if not isinstance(session, StudentSession):
+        return session
     found = await my_lookups(await state.shared.pool(), session.principal, 100)
     names = await _names(request, state, [_digits(x.employer) for x in found.lookups])
     return render(
@@ -256,10 +273,9 @@ async def lookups_page(request: Request, state: State) -> Response:
 
 @router.get("/consents")
 async def consents_page(request: Request, state: State) -> Response:
-    signed = await _student(request, state)
-    if not isinstance(signed, tuple):
-        return signed
-    session, _ssin = signed
+    session = await _student(request, state)
+    if not isinstance(session, StudentSession):
+        return session
     return await _consents(request, state, session, status_code=200, error="")
 
 
@@ -277,12 +293,9 @@ async def _consents(
 async def _change_consent(
     request: Request, state: ApiState, csrf: str, agency: str, action: str
 ) -> Response:
-    signed = await _student(request, state)
-    if not isinstance(signed, tuple):
-        return signed
-    session, _ssin = signed
-    if not csrf_valid(state, session, csrf):
-        return refuse_csrf(request, state, session)
+    session = await _student(request, state, csrf=csrf)
+    if not isinstance(session, StudentSession):
+        return session
     principal: Principal = session.principal
     pool = await state.shared.pool()
     try:
