@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import itertools
 import logging
 import time
@@ -444,25 +445,27 @@ class InputLane:
         by_topic: dict[str, list[RawRecord]] = {t: [] for t in self.handlers}
         offsets: dict[TopicPartition, int] = {}
         for tp, messages in fetched.items():
-            metrics.RECORDS_CONSUMED.labels(tp.topic, str(tp.partition)).inc(len(messages))
             if tp.topic in self._merge_rank:
                 self._held.setdefault(tp, deque()).extend(messages)
                 continue
             by_topic[self._logical[tp.topic]].extend(self._raw(m) for m in messages)
             if messages:
                 offsets[tp] = messages[-1].offset + 1
-        applied = 0
+        # Counted once applied, not when fetched: a record held for the merge is not
+        # consumed yet (an operator waiting for the count waits for its answer).
+        applied: collections.Counter[tuple[str, int]] = collections.Counter()
+        batches: list[tuple[str, list[RawRecord]]] = []
         for group in self._merges:
             merged = await self._merge(consumer, group, offsets)
             if merged:
-                applied += len(merged)
                 # The handler of a merge is the one of each of its topics.
-                logical = merged[0].topic
-                await apply_isolating(self.handlers[logical], merged, f"batch of {logical}")
-        for logical, records in by_topic.items():
-            if records:
-                applied += len(records)
-                await apply_isolating(self.handlers[logical], records, f"batch of {logical}")
+                batches.append((merged[0].topic, merged))
+        batches += [(logical, records) for logical, records in by_topic.items() if records]
+        for logical, records in batches:
+            await apply_isolating(self.handlers[logical], records, f"batch of {logical}")
+            applied.update((self.settings.topic(r.topic), r.partition) for r in records)
+        for (topic, partition), count in applied.items():
+            metrics.RECORDS_CONSUMED.labels(topic, str(partition)).inc(count)
         if offsets:
             try:
                 await consumer.commit(offsets)
@@ -480,7 +483,7 @@ class InputLane:
                         consumer.highwater(tp),
                     )
         if applied:
-            metrics.BATCH_RECORDS.labels(self.name).observe(applied)
+            metrics.BATCH_RECORDS.labels(self.name).observe(applied.total())
             metrics.BATCH_DURATION.labels(self.name).observe(time.perf_counter() - started)
         CURRENT_BATCH.set(None)
 
