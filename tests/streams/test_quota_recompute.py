@@ -90,7 +90,8 @@ async def wait_for(
         if await conn.fetchval(query, *args) >= at_least:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"{query}: not {at_least} in time")
+            # A bound against a hang, not a claim about speed (that is bench/run.py's).
+            raise TimeoutError(f"{query}: not {at_least} within {DEADLINE_SECONDS} s")
         await asyncio.sleep(0.05)
 
 
@@ -158,7 +159,8 @@ async def test_declarations_are_answered_during_a_recompute_and_none_keeps_the_o
         deadline = time.monotonic() + DEADLINE_SECONDS
         while await committed(pipeline, group, tp) < 1:
             fleet.check_alive()
-            assert time.monotonic() < deadline, "the quota change was not committed in time"
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the quota change was not committed in {DEADLINE_SECONDS} s")
             await asyncio.sleep(0.2)
         outbox = [
             (row["id"], row["topic"], json.loads(row["value"]))
