@@ -30,6 +30,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -243,6 +244,28 @@ def bench_pipeline(bench: Bench, workers: int, keep: list[str] | None = None) ->
                         stderr=subprocess.STDOUT,
                     )
                 )
+        # BENCH_PY_SPY=prefix: where the workers' time goes, py-spy's collapsed stacks.
+        profile = os.environ.get("BENCH_PY_SPY")
+        spies = [
+            subprocess.Popen(
+                [
+                    "py-spy",
+                    "record",
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "50",
+                    "--pid",
+                    str(p.pid),
+                    "-o",
+                    f"{profile}-{workers}-{n}.txt",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for n, p in enumerate(processes)
+            if profile
+        ]
         try:
             # The clock starts when the first worker is ready: it consumes from then on.
             start: float | None = None
@@ -265,6 +288,9 @@ def bench_pipeline(bench: Bench, workers: int, keep: list[str] | None = None) ->
                 time.sleep(0.25)
             seconds = time.perf_counter() - start
         finally:
+            for spy in spies:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(60)
             for process in processes:
                 process.terminate()
             for process in processes:

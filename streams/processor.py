@@ -657,34 +657,25 @@ class BatchProcessor:
     async def _changed_balances(
         self, conn: asyncpg.Connection, balances: Sequence[Balance], now: datetime
     ) -> list[OutboxMessage]:
-        """Store the balances that changed and return their events."""
-        stored = await store.stored_balances(conn, [(b.ssin, b.year) for b in balances])
-        rows = []
+        """Store the balances that changed and return their events, in the order of
+        ``balances`` (which balances changed is decided by :func:`db.store.save_balances`)."""
+        # A balance listed twice is stored and published once, as last computed.
+        latest = {(b.ssin, b.year): (b, balance_document(b)) for b in balances}
+        versions = await store.save_balances(
+            conn,
+            [(b.ssin, b.year, b.quota, b.used, b.remaining, doc) for b, doc in latest.values()],
+        )
         messages = []
-        for balance in balances:
-            document = balance_document(balance)
-            version, previous = stored.get((balance.ssin, balance.year), (0, None))
-            if previous == document:
+        for balance, document in latest.values():
+            version = versions.get((balance.ssin, balance.year))
+            if version is None:
                 continue
-            version += 1
-            rows.append(
-                (
-                    balance.ssin,
-                    balance.year,
-                    balance.quota,
-                    balance.used,
-                    balance.remaining,
-                    version,
-                    document,
-                )
-            )
             key = f"{balance.ssin}:{balance.year}".encode()
             # The figures for the student's applications, the terms for the service.
             messages.append(
                 OutboxMessage(BALANCES, key, balance_event_bytes(document, version, now))
             )
             messages.append(OutboxMessage(LEDGER, key, ledger_event_bytes(document, version, now)))
-        await store.save_balances(conn, rows)
         return messages
 
     async def process_quota_change(self, record: RawRecord) -> int:
