@@ -126,7 +126,10 @@ async def published(bench: Bench, settings: Settings) -> dict[TopicPartition, in
 # --------------------------------------------------------------------------------------
 
 
-async def _raw(bench: Bench, settings: Settings, ends: dict[TopicPartition, int]) -> float:
+async def _raw(
+    bench: Bench, settings: Settings, ends: dict[TopicPartition, int]
+) -> tuple[float, float]:
+    """Wall and CPU seconds of the passthrough (CPU: this process, all its threads)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bench.kafka_bootstrap, group_id=None, enable_auto_commit=False
     )
@@ -144,7 +147,7 @@ async def _raw(bench: Bench, settings: Settings, ends: dict[TopicPartition, int]
         await consumer.seek_to_beginning(*ends)
         # The output topic is created by this first message, before the clock starts.
         await (await producer.send(out, b"{}"))
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         left = sum(ends.values())
         pending: list[asyncio.Future[Any]] = []
         while left:
@@ -160,7 +163,7 @@ async def _raw(bench: Bench, settings: Settings, ends: dict[TopicPartition, int]
                 await asyncio.gather(*pending)
                 pending.clear()
         await asyncio.gather(*pending)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu
     finally:
         await producer.stop()
         await consumer.stop()
@@ -171,9 +174,14 @@ def bench_raw(bench: Bench) -> dict[str, Any]:
     with database(bench.admin_dsn) as url:
         settings = bench.settings(prefix, url)
         ends = asyncio.run(published(bench, settings))
-        seconds = asyncio.run(_raw(bench, settings, ends))
+        seconds, cpu = asyncio.run(_raw(bench, settings, ends))
     count = sum(ends.values())
-    return {"records": count, "seconds": round(seconds, 2), "per_second": round(count / seconds)}
+    return {
+        "records": count,
+        "seconds": round(seconds, 2),
+        "per_second": round(count / seconds),
+        "cpu_ms_per_record": round(1000 * cpu / count, 3),
+    }
 
 
 # --------------------------------------------------------------------------------------
@@ -206,6 +214,40 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU a running process has used (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_megabytes(pid: int) -> float:
+    """Resident memory of a running process, in MiB (Linux ``/proc``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def _backend_cpu(url: str) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL server process serving ``url``'s database (its
+    connections' backends, read from ``/proc``: the server must run on this machine)."""
+    conn = await asyncpg.connect(url)
+    try:
+        pids = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    spent = {}
+    for row in pids:
+        try:
+            spent[row["pid"]] = _cpu_seconds(row["pid"])
+        except OSError:  # gone meanwhile, or a server elsewhere
+            continue
+    return spent
 
 
 def bench_pipeline(bench: Bench, workers: int, keep: list[str] | None = None) -> dict[str, Any]:
@@ -249,7 +291,7 @@ def bench_pipeline(bench: Bench, workers: int, keep: list[str] | None = None) ->
         spies = [
             subprocess.Popen(
                 [
-                    "py-spy",
+                    str(Path(sys.executable).parent / "py-spy"),
                     "record",
                     "--format",
                     "raw",
@@ -278,6 +320,8 @@ def bench_pipeline(bench: Bench, workers: int, keep: list[str] | None = None) ->
                 time.sleep(0.05)
             if start is None:
                 start = time.perf_counter()
+            ready_cpu = sum(_cpu_seconds(process.pid) for process in processes)
+            ready_backends = asyncio.run(_backend_cpu(url))
             while True:
                 done, backlog = asyncio.run(_progress(bench, settings, ends))
                 if done and backlog == 0:
@@ -287,6 +331,12 @@ def bench_pipeline(bench: Bench, workers: int, keep: list[str] | None = None) ->
                         raise RuntimeError(f"worker exited: {log.read_text()[-3000:]}")
                 time.sleep(0.25)
             seconds = time.perf_counter() - start
+            cpu = sum(_cpu_seconds(process.pid) for process in processes) - ready_cpu
+            rss = max(_rss_megabytes(process.pid) for process in processes)
+            backends = asyncio.run(_backend_cpu(url))
+            database_cpu = sum(
+                spent - ready_backends.get(pid, 0.0) for pid, spent in backends.items()
+            )
         finally:
             for spy in spies:
                 spy.send_signal(signal.SIGINT)
@@ -301,6 +351,11 @@ def bench_pipeline(bench: Bench, workers: int, keep: list[str] | None = None) ->
             "workers": workers,
             "seconds": round(seconds, 2),
             "per_second": round(count / seconds),
+            # What the machine's load changes least: the workers' own CPU per record.
+            "worker_cpu_ms_per_record": round(1000 * cpu / count, 3),
+            "worker_rss_mb": round(rss, 1),
+            # The server processes of the workers' connections (local PostgreSQL only).
+            "database_cpu_ms_per_record": round(1000 * database_cpu / count, 3),
         }
         if keep is not None:
             # The next measures run on this database before it is dropped.
@@ -314,30 +369,39 @@ def bench_pipeline(bench: Bench, workers: int, keep: list[str] | None = None) ->
 
 
 async def _recompute(settings: Settings, year: int) -> dict[str, Any]:
+    """Two quota changes of the year: chunks one after another (the baseline), then
+    ``quota_recompute_parallel`` chunks in flight (the setting)."""
     from schemas.answers import QuotaChange
     from streams.processor import BatchProcessor
 
-    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4)
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=8)
     try:
-        balances = await pool.fetchval("SELECT count(*) FROM balances WHERE year = $1", year)
+        balances = int(await pool.fetchval("SELECT count(*) FROM balances WHERE year = $1", year))
         quota = settings.quota_rules.quota(year)
-        change = QuotaChange(
-            event_id=f"bench-{uuid.uuid4().hex[:8]}",
-            year=year,
-            hours=quota - 25,
-            requested_at=datetime.now(UTC),
-        )
-        start = time.perf_counter()
-        changed = await BatchProcessor(pool, settings).change_quota(change)
-        seconds = time.perf_counter() - start
+        figures: dict[str, Any] = {"balances": balances}
+        for cut, (name, parallel) in enumerate(
+            [("serial", 1), ("parallel", settings.quota_recompute_parallel)], start=1
+        ):
+            change = QuotaChange(
+                event_id=f"bench-{uuid.uuid4().hex[:8]}",
+                year=year,
+                hours=quota - 25 * cut,
+                requested_at=datetime.now(UTC),
+            )
+            tuned = settings.model_copy(update={"quota_recompute_parallel": parallel})
+            start = time.perf_counter()
+            changed = await BatchProcessor(pool, tuned).change_quota(change)
+            seconds = time.perf_counter() - start
+            figures[name] = {
+                "chunks_in_flight": parallel,
+                "changed": changed,
+                "seconds": round(seconds, 2),
+                "per_second": round(balances / seconds) if seconds else 0,
+            }
     finally:
         await pool.close()
-    return {
-        "balances": int(balances),
-        "changed": changed,
-        "seconds": round(seconds, 2),
-        "per_second": round(int(balances) / seconds) if seconds else 0,
-    }
+    # The headline figure is the configured one.
+    return {**figures, **figures["parallel"]}
 
 
 async def _rotation(settings: Settings) -> dict[str, Any]:
@@ -437,14 +501,27 @@ def table(result: dict[str, Any]) -> str:
     """The figures side by side, each with its ratio to the baseline of this run."""
     raw = result["raw"]["per_second"]
     one = result["one_worker"]
-    rows = [("raw aiokafka consume-parse-produce", f"{raw:,} records/s", "1.00 (baseline)")]
-    rows.append(
+    raw_cpu = result["raw"]["cpu_ms_per_record"]
+    rows = [
+        ("raw aiokafka consume-parse-produce", f"{raw:,} records/s", "1.00 (baseline)"),
+        ("  its CPU per record", f"{raw_cpu} ms", "1.00 (baseline)"),
         (
             "pipeline, one worker",
             f"{one['per_second']:,} records/s",
             f"{one['per_second'] / raw:.2f} of raw",
-        )
-    )
+        ),
+        (
+            "  worker CPU per record",
+            f"{one['worker_cpu_ms_per_record']} ms",
+            f"{one['worker_cpu_ms_per_record'] / raw_cpu:.1f} x raw",
+        ),
+        (
+            "  PostgreSQL CPU per record",
+            f"{one['database_cpu_ms_per_record']} ms",
+            f"{one['database_cpu_ms_per_record'] / raw_cpu:.1f} x raw",
+        ),
+        ("  worker memory at the end", f"{one['worker_rss_mb']} MiB RSS", ""),
+    ]
     if "two_workers" in result:
         two = result["two_workers"]["per_second"]
         rows.append(
@@ -455,11 +532,19 @@ def table(result: dict[str, Any]) -> str:
             )
         )
     rec = one["recompute"]
+    serial = rec["serial"]
     rows.append(
         (
-            f"quota recompute ({rec['balances']:,} balances)",
+            f"quota recompute ({rec['balances']:,} balances), chunks one by one",
+            f"{serial['per_second']:,} balances/s",
+            f"{serial['seconds']} s (baseline)",
+        )
+    )
+    rows.append(
+        (
+            f"quota recompute, {rec['chunks_in_flight']} chunks in flight",
             f"{rec['per_second']:,} balances/s",
-            f"{rec['seconds']} s",
+            f"{rec['seconds']} s, {rec['per_second'] / max(serial['per_second'], 1):.2f} x",
         )
     )
     rot = one["rotation"]

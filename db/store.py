@@ -6,13 +6,13 @@ batch processor decides what is atomic, these functions only read and write rows
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from db.reads import period_from_row, wage_report_from_row
 from quota.ledger import Period, StudentLedger, WageReport
@@ -295,7 +295,7 @@ async def save_balances(
         [g[2] for g in given],
         [g[3] for g in given],
         [g[4] for g in given],
-        [json.dumps(g[5]) for g in given],
+        [orjson.dumps(g[5]).decode() for g in given],
     )
     return {(r["ssin"], r["year"]): r["version"] for r in stored}
 

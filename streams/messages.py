@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import orjson
 from pydantic import ValidationError
 
 from db.store import DeadLetterPayload
@@ -249,10 +250,11 @@ PUBLIC_BALANCE_FIELDS = (
 
 
 def _event_bytes(document: dict[str, Any], event_id: str, now: datetime) -> bytes:
-    return json.dumps(
-        {"eventId": event_id, **document, "computedAt": now.isoformat().replace("+00:00", "Z")},
-        separators=(",", ":"),
-    ).encode()
+    # orjson: two of these per changed balance, the standard encoder cost 5 % of a
+    # worker's CPU (py-spy). Balance documents hold ASCII names and integers only.
+    return orjson.dumps(
+        {"eventId": event_id, **document, "computedAt": now.isoformat().replace("+00:00", "Z")}
+    )
 
 
 def balance_event_bytes(document: dict[str, Any], version: int, now: datetime) -> bytes:
