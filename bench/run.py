@@ -437,8 +437,66 @@ async def _rotation(settings: Settings) -> dict[str, Any]:
     }
 
 
+async def _relay(settings: Settings, records: int) -> dict[str, Any]:
+    """The outbox relay's ceiling: every row the pipeline wrote, marked unsent again and
+    published by one ``OutboxRelay`` (the one active relay), beside a plain producer
+    sending the same rows from memory (the baseline)."""
+    from producers.relay import OutboxRelay, pending_count
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        rows = await conn.fetch("SELECT topic, key, value FROM outbox ORDER BY id")
+        await conn.execute("UPDATE outbox SET sent_at = NULL WHERE failed_at IS NULL")
+    finally:
+        await conn.close()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+    )
+    await producer.start()
+    try:
+        start = time.perf_counter()
+        pending = []
+        for row in rows:
+            topic = settings.topic(row["topic"])
+            pending.append(await producer.send(topic, value=row["value"], key=row["key"]))
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+        plain = time.perf_counter() - start
+    finally:
+        await producer.stop()
+    relay = OutboxRelay(settings, sent_retention_hours=0)
+    start = time.perf_counter()
+    running = asyncio.create_task(relay.run())
+    try:
+        while await pending_count(settings.database_url):
+            if running.done():
+                running.result()
+            await asyncio.sleep(0.1)
+        seconds = time.perf_counter() - start
+    finally:
+        relay.stop()
+        await running
+    per_record = len(rows) / records if records else 0.0
+    return {
+        "messages": len(rows),
+        "messages_per_record": round(per_record, 2),
+        "seconds": round(seconds, 2),
+        "per_second": round(len(rows) / seconds) if seconds else 0,
+        "plain_producer_per_second": round(len(rows) / plain) if plain else 0,
+        # The records/s one relay can carry at this mix of outgoing messages.
+        "records_per_second": round(len(rows) / seconds / per_record) if per_record else 0,
+    }
+
+
 def after_pipeline(bench: Bench, settings: Settings) -> dict[str, Any]:
     return {
+        "relay": asyncio.run(_relay(settings, len(bench.records))),
         "recompute": asyncio.run(_recompute(settings, bench.year)),
         "rotation": asyncio.run(_rotation(settings)),
     }
@@ -545,6 +603,16 @@ def table(result: dict[str, Any]) -> str:
             f"quota recompute, {rec['chunks_in_flight']} chunks in flight",
             f"{rec['per_second']:,} balances/s",
             f"{rec['seconds']} s, {rec['per_second'] / max(serial['per_second'], 1):.2f} x",
+        )
+    )
+    relay = one["relay"]
+    rows.append(
+        (
+            f"outbox relay alone ({relay['messages']:,} messages)",
+            f"{relay['per_second']:,} messages/s",
+            f"{relay['per_second'] / max(relay['plain_producer_per_second'], 1):.2f} of a plain "
+            f"producer ({relay['plain_producer_per_second']:,}/s); "
+            f"{relay['messages_per_record']} per record: {relay['records_per_second']:,} records/s",
         )
     )
     rot = one["rotation"]
