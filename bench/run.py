@@ -18,7 +18,9 @@ measure:
 * ``attestations``: the configured PDF process pool (``PdfRenderer``, warm): one
   document alone, ``--pdfs`` documents submitted at once (the burst), and ``--pdfs``
   documents arriving steadily at ``--pdf-rate`` per second (open loop: achieved rate,
-  median and p95 from a document's arrival to its PDF).
+  median and p95 from a document's arrival to its PDF); and ``attestation service``: the
+  same steady rate through ``AttestationService`` on its own database, from a request's
+  arrival to the commit that stored its PDF (the attestation lane without Kafka).
 
 Figures are only comparable within one run (the machine is shared): the table gives each
 one with its ratio to the baseline measured in the same run (raw for the pipeline, one
@@ -439,6 +441,92 @@ async def _attestations(count: int, processes: int, rate: float) -> dict[str, An
     }
 
 
+def _student(n: int) -> str:
+    """A distinct valid SSIN for each ``n`` below 13,972 (born in January 2004)."""
+    first = f"0401{1 + n // 499 % 28:02d}{1 + 2 * (n % 499):03d}"
+    return f"{first}{97 - int(first) % 97:02d}"
+
+
+async def _attestation_service(
+    settings: Settings, count: int, rate: float, today: date
+) -> dict[str, Any]:
+    """Requests arriving at ``rate`` through ``AttestationService`` to their stored PDF.
+
+    The attestation lane's loop without Kafka: whatever requests arrived while the last
+    batch ran form the next one (at most the lane's batch size), and a request's latency
+    runs from its arrival to the commit that stored its PDF, codes created on demand and
+    balances read as in the worker.
+    """
+    from db.migrate import migrate
+    from schemas.attestations import AttestationRequest
+    from schemas.topics import ATTESTATION_REQUESTS
+    from streams.attestation_pdf import PdfRenderer
+    from streams.attestations import AccessCodes, AttestationService
+    from streams.runtime import RawRecord, WorkerState
+
+    await migrate(settings.database_url)
+    state = WorkerState(settings)
+    renderer = PdfRenderer(settings.pdf_processes)
+    service = AttestationService(state, AccessCodes(settings), renderer)
+    batch_size = max(1, min(settings.batch_size, 4 * settings.pdf_processes))
+    arrived: asyncio.Queue[tuple[float, RawRecord]] = asyncio.Queue()
+    latencies: list[float] = []
+
+    async def arrive() -> None:
+        start = time.perf_counter()
+        for n in range(count):
+            due = start + n / rate
+            await asyncio.sleep(due - time.perf_counter())
+            request = AttestationRequest(
+                event_id=f"bench-request-{n}",
+                attestation_id=f"bench-{n}",
+                ssin=_student(n),
+                year=today.year,
+                requested_at=datetime.now(UTC),
+            )
+            value = request.to_json_bytes()
+            await arrived.put((due, RawRecord(ATTESTATION_REQUESTS, 0, n, None, None, value)))
+
+    async def lane() -> None:
+        while len(latencies) < count:
+            batch = [await arrived.get()]
+            while len(batch) < batch_size and not arrived.empty():
+                batch.append(arrived.get_nowait())
+            report = await service.process([record for _, record in batch])
+            assert report.issued == len(batch), report
+            done = time.perf_counter()
+            latencies.extend(done - due for due, _ in batch)
+
+    try:
+        await renderer.warm_up()
+        await state.pool()
+        start = time.perf_counter()
+        await asyncio.gather(arrive(), lane())
+        seconds = time.perf_counter() - start
+    finally:
+        renderer.close()
+        await state.close()
+    return {
+        "rate": rate,
+        "documents": count,
+        "seconds": round(seconds, 2),
+        "per_second": round(count / seconds, 1),
+        **_latencies(latencies),
+    }
+
+
+def bench_attestation_service(
+    bench: Bench, count: int, processes: int, rate: float
+) -> dict[str, Any]:
+    """:func:`_attestation_service` on its own database, with ``processes`` renderers."""
+    today = date.today()
+    with database(bench.admin_dsn) as url:
+        settings = bench.settings(f"att{uuid.uuid4().hex[:6]}.", url).model_copy(
+            update={"pdf_processes": processes, "today": today}
+        )
+        return asyncio.run(_attestation_service(settings, count, rate, today))
+
+
 # --------------------------------------------------------------------------------------
 
 
@@ -479,6 +567,15 @@ def table(result: dict[str, Any]) -> str:
             f"{rot['seconds']} s",
         )
     )
+    if "attestation_service" in result:
+        service = result["attestation_service"]
+        rows.append(
+            (
+                f"attestations stored, {service['rate']:g}/s arriving",
+                f"{service['per_second']} PDFs/s",
+                f"p95 {service['p95_seconds']} s, median {service['median_seconds']} s",
+            )
+        )
     if "attestations" in result:
         att = result["attestations"]
         steady = att["open_loop"]
@@ -548,6 +645,10 @@ def main() -> None:
         if not args.skip_two_workers:
             result["two_workers"] = bench_pipeline(bench, 2)
             print(f"two workers:  {result['two_workers']}", flush=True)
+        result["attestation_service"] = bench_attestation_service(
+            bench, args.pdfs, args.pdf_processes, args.pdf_rate
+        )
+        print(f"attestation service: {result['attestation_service']}", flush=True)
     result["attestations"] = asyncio.run(
         _attestations(args.pdfs, args.pdf_processes, args.pdf_rate)
     )
