@@ -10,8 +10,8 @@ The template is autoescaped: every value, including an optional display name, is
 and can never become markup. Fetching resources is disabled altogether, so a document
 cannot make the renderer read a file or call a URL.
 
-What a process keeps between documents (its time per document is weasyprint's layout
-and drawing, about 40 ms of CPU, the rest is cut): the font configuration, the
+What a process keeps between documents, so that each one costs only weasyprint's own
+pipeline (about 40 ms of CPU, mostly layout and drawing): the font configuration, the
 stylesheet parsed once (``attestation.css``, not a ``<style>`` element parsed again with
 every page), and weasyprint itself, imported and exercised by a sample document when the
 process starts, so that no request pays for a cold process.
