@@ -9,6 +9,7 @@ same batch delivered again changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -56,7 +57,9 @@ def record(offset: int, value: bytes) -> RawRecord:
 
 
 @pytest.fixture
-async def service(database_url: str) -> AsyncIterator[tuple[AttestationService, asyncpg.Pool]]:
+async def service(
+    database_url: str,
+) -> AsyncIterator[tuple[AttestationService, asyncpg.Pool, WorkerState]]:
     await migrate(database_url)
     settings = Settings(database_url=database_url, today=TODAY, pdf_processes=2)
     state = WorkerState(settings, clock=lambda: NOW)
@@ -64,7 +67,7 @@ async def service(database_url: str) -> AsyncIterator[tuple[AttestationService, 
     await renderer.warm_up()
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     try:
-        yield AttestationService(state, AccessCodes(settings), renderer), pool
+        yield AttestationService(state, AccessCodes(settings), renderer), pool, state
     finally:
         renderer.close()
         await pool.close()
@@ -72,9 +75,9 @@ async def service(database_url: str) -> AsyncIterator[tuple[AttestationService, 
 
 
 async def test_a_batch_saved_as_its_pdfs_are_ready_issues_each_request_once(
-    service: tuple[AttestationService, asyncpg.Pool],
+    service: tuple[AttestationService, asyncpg.Pool, WorkerState],
 ) -> None:
-    attestations, db = service
+    attestations, db, _ = service
     wanted = [request(n, ssin) for n, ssin in enumerate(STUDENTS)]
     records = [record(n, r.to_json_bytes()) for n, r in enumerate(wanted)]
     records.append(record(10, wanted[3].to_json_bytes()))  # the same request twice
@@ -132,3 +135,51 @@ async def test_a_batch_saved_as_its_pdfs_are_ready_issues_each_request_once(
     async with db.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM outbox") == len(outbox)
         assert await conn.fetchval("SELECT count(*) FROM attestations") == len(rows)
+
+
+async def test_a_batch_stopped_half_way_is_completed_by_its_redelivery_once_each(
+    service: tuple[AttestationService, asyncpg.Pool, WorkerState],
+) -> None:
+    attestations, db, state = service
+    wanted = [request(n, ssin) for n, ssin in enumerate(STUDENTS)]
+    records = [record(n, r.to_json_bytes()) for n, r in enumerate(wanted)]
+
+    async def saved() -> int:
+        async with db.acquire() as conn:
+            return int(await conn.fetchval("SELECT count(*) FROM attestations"))
+
+    async def first_saved() -> None:
+        while True:
+            if await saved():
+                return
+            await asyncio.sleep(0.01)
+
+    # The worker stops while the batch is half rendered: its renderer closes under it.
+    batch = asyncio.ensure_future(attestations.process(records))
+    await asyncio.wait_for(first_saved(), timeout=120)  # a bound against a hang
+    attestations.renderer.close()
+    try:
+        first = await batch
+    except asyncio.CancelledError:
+        first = None  # stopped: nothing committed its offsets, the batch comes again
+    kept = await saved()
+
+    renderer = PdfRenderer(2)
+    try:
+        redelivered = AttestationService(state, attestations.codes, renderer)
+        again = await redelivered.process(records)
+    finally:
+        renderer.close()
+    done = kept if first is None else first.issued
+    assert done == kept
+    assert (again.issued, again.replayed) == (len(wanted) - kept, kept)
+
+    async with db.acquire() as conn:
+        statuses = await conn.fetch("SELECT attestation_id, status FROM attestations")
+        topics = await conn.fetch("SELECT topic, value FROM outbox")
+    assert {r["attestation_id"]: r["status"] for r in statuses} == {
+        r.attestation_id: "issued" for r in wanted
+    }
+    for topic in (ATTESTATIONS_ISSUED, EBOX_DELIVERIES):
+        ids = [json.loads(m["value"])["attestationId"] for m in topics if m["topic"] == topic]
+        assert sorted(ids) == sorted(r.attestation_id for r in wanted)
