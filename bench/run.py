@@ -15,8 +15,12 @@ measure:
   in this process (``BatchProcessor.change_quota``, chunked);
 * ``rotation``: a month of access codes for every student of that database
   (``rotate_partition`` per partition, as the rotation lane runs them);
-* ``attestations``: ``--pdfs`` documents submitted at once to the configured PDF process
-  pool (``PdfRenderer``), beside one document alone.
+* ``attestations``: the configured PDF process pool (``PdfRenderer``, warm): one
+  document alone, ``--pdfs`` documents submitted at once (the burst), and ``--pdfs``
+  documents arriving steadily at ``--pdf-rate`` per second (open loop: achieved rate,
+  median and p95 from a document's arrival to its PDF); and ``attestation service``: the
+  same steady rate through ``AttestationService`` on its own database, from a request's
+  arrival to the commit that stored its PDF (the attestation lane without Kafka).
 
 Figures are only comparable within one run (the machine is shared): the table gives each
 one with its ratio to the baseline measured in the same run (raw for the pipeline, one
@@ -507,7 +511,28 @@ def after_pipeline(bench: Bench, settings: Settings) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 
 
-async def _attestations(count: int, processes: int) -> dict[str, Any]:
+def _latencies(seconds: list[float]) -> dict[str, float]:
+    """Median, p95 and worst of some latencies, in seconds."""
+    ordered = sorted(seconds)
+    return {
+        "median_seconds": round(statistics.median(ordered), 3),
+        "p95_seconds": round(ordered[int(0.95 * (len(ordered) - 1))], 3),
+        "max_seconds": round(ordered[-1], 3),
+    }
+
+
+async def _attestations(count: int, processes: int, rate: float) -> dict[str, Any]:
+    """The PDF pool three ways: one document alone, a burst, and a steady arrival rate.
+
+    * alone: one document on the warm pool, nothing else running;
+    * burst: ``count`` documents submitted at once (its p95 is mostly its size over the
+      rate: the last ones wait for all the others);
+    * open loop: ``count`` documents arriving at ``rate`` per second whatever the pool
+      does (requests do not wait for answers). A document's latency runs from the moment
+      it was due, not from when it was submitted, so a pool that falls behind shows it
+      instead of slowing the arrivals down; the achieved rate is the documents over the
+      time from the first arrival to the last PDF.
+    """
     from streams.attestation_pdf import AttestationDocument, PdfRenderer
 
     def document(n: int) -> AttestationDocument:
@@ -530,26 +555,124 @@ async def _attestations(count: int, processes: int) -> dict[str, Any]:
         await renderer.render(document(-1))
         alone = time.perf_counter() - start
 
-        async def timed(n: int) -> float:
-            began = time.perf_counter()
+        async def timed(n: int, due: float) -> float:
+            await asyncio.sleep(due - time.perf_counter())
             await renderer.render(document(n))
-            return time.perf_counter() - began
+            return time.perf_counter() - due
 
         start = time.perf_counter()
-        latencies = await asyncio.gather(*(timed(n) for n in range(count)))
-        seconds = time.perf_counter() - start
+        burst = await asyncio.gather(*(timed(n, start) for n in range(count)))
+        burst_seconds = time.perf_counter() - start
+
+        start = time.perf_counter()
+        steady = await asyncio.gather(*(timed(n, start + n / rate) for n in range(count)))
+        steady_seconds = time.perf_counter() - start
     finally:
         renderer.close()
-    ordered = sorted(latencies)
+    burst_figures = _latencies(burst)
     return {
         "documents": count,
         "processes": processes,
         "alone_seconds": round(alone, 3),
+        # The burst (the figures first measured, kept under their names).
+        "seconds": round(burst_seconds, 2),
+        "per_second": round(count / burst_seconds, 1),
+        "p95_seconds": burst_figures["p95_seconds"],
+        "median_seconds": burst_figures["median_seconds"],
+        "open_loop": {
+            "rate": rate,
+            "documents": count,
+            "seconds": round(steady_seconds, 2),
+            "per_second": round(count / steady_seconds, 1),
+            **_latencies(steady),
+        },
+    }
+
+
+def _student(n: int) -> str:
+    """A distinct valid SSIN for each ``n`` below 13,972 (born in January 2004)."""
+    first = f"0401{1 + n // 499 % 28:02d}{1 + 2 * (n % 499):03d}"
+    return f"{first}{97 - int(first) % 97:02d}"
+
+
+async def _attestation_service(
+    settings: Settings, count: int, rate: float, today: date
+) -> dict[str, Any]:
+    """Requests arriving at ``rate`` through ``AttestationService`` to their stored PDF.
+
+    The attestation lane's loop without Kafka: whatever requests arrived while the last
+    batch ran form the next one (at most the lane's batch size), and a request's latency
+    runs from its arrival to the commit that stored its PDF, codes created on demand and
+    balances read as in the worker.
+    """
+    from db.migrate import migrate
+    from schemas.attestations import AttestationRequest
+    from schemas.topics import ATTESTATION_REQUESTS
+    from streams.attestation_pdf import PdfRenderer
+    from streams.attestations import AccessCodes, AttestationService
+    from streams.runtime import RawRecord, WorkerState
+
+    await migrate(settings.database_url)
+    state = WorkerState(settings)
+    renderer = PdfRenderer(settings.pdf_processes)
+    service = AttestationService(state, AccessCodes(settings), renderer)
+    batch_size = max(1, min(settings.batch_size, 4 * settings.pdf_processes))
+    arrived: asyncio.Queue[tuple[float, RawRecord]] = asyncio.Queue()
+    latencies: list[float] = []
+
+    async def arrive() -> None:
+        start = time.perf_counter()
+        for n in range(count):
+            due = start + n / rate
+            await asyncio.sleep(due - time.perf_counter())
+            request = AttestationRequest(
+                event_id=f"bench-request-{n}",
+                attestation_id=f"bench-{n}",
+                ssin=_student(n),
+                year=today.year,
+                requested_at=datetime.now(UTC),
+            )
+            value = request.to_json_bytes()
+            await arrived.put((due, RawRecord(ATTESTATION_REQUESTS, 0, n, None, None, value)))
+
+    async def lane() -> None:
+        while len(latencies) < count:
+            batch = [await arrived.get()]
+            while len(batch) < batch_size and not arrived.empty():
+                batch.append(arrived.get_nowait())
+            report = await service.process([record for _, record in batch])
+            assert report.issued == len(batch), report
+            done = time.perf_counter()
+            latencies.extend(done - due for due, _ in batch)
+
+    try:
+        await renderer.warm_up()
+        await state.pool()
+        start = time.perf_counter()
+        await asyncio.gather(arrive(), lane())
+        seconds = time.perf_counter() - start
+    finally:
+        renderer.close()
+        await state.close()
+    return {
+        "rate": rate,
+        "documents": count,
         "seconds": round(seconds, 2),
         "per_second": round(count / seconds, 1),
-        "p95_seconds": round(ordered[int(0.95 * (len(ordered) - 1))], 2),
-        "median_seconds": round(statistics.median(ordered), 2),
+        **_latencies(latencies),
     }
+
+
+def bench_attestation_service(
+    bench: Bench, count: int, processes: int, rate: float
+) -> dict[str, Any]:
+    """:func:`_attestation_service` on its own database, with ``processes`` renderers."""
+    today = date.today()
+    with database(bench.admin_dsn) as url:
+        settings = bench.settings(f"att{uuid.uuid4().hex[:6]}.", url).model_copy(
+            update={"pdf_processes": processes, "today": today}
+        )
+        return asyncio.run(_attestation_service(settings, count, rate, today))
 
 
 # --------------------------------------------------------------------------------------
@@ -623,11 +746,28 @@ def table(result: dict[str, Any]) -> str:
             f"{rot['seconds']} s",
         )
     )
-    if "attestations" in result:
-        att = result["attestations"]
+    if "attestation_service" in result:
+        service = result["attestation_service"]
         rows.append(
             (
-                f"attestations ({att['documents']} at once, {att['processes']} processes)",
+                f"attestations stored, {service['rate']:g}/s arriving",
+                f"{service['per_second']} PDFs/s",
+                f"p95 {service['p95_seconds']} s, median {service['median_seconds']} s",
+            )
+        )
+    if "attestations" in result:
+        att = result["attestations"]
+        steady = att["open_loop"]
+        rows.append(
+            (
+                f"attestations, {steady['rate']:g}/s arriving ({att['processes']} processes)",
+                f"{steady['per_second']} PDFs/s",
+                f"p95 {steady['p95_seconds']} s, median {steady['median_seconds']} s",
+            )
+        )
+        rows.append(
+            (
+                f"attestations, burst of {att['documents']} at once",
                 f"{att['per_second']} PDFs/s",
                 f"p95 {att['p95_seconds']} s, alone {att['alone_seconds']} s",
             )
@@ -649,8 +789,13 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--pdfs", type=int, default=100, help="attestations rendered at once")
+    parser.add_argument(
+        "--pdfs", type=int, default=100, help="attestations rendered (in the burst, then steadily)"
+    )
     parser.add_argument("--pdf-processes", type=int, default=2)
+    parser.add_argument(
+        "--pdf-rate", type=float, default=30.0, help="attestation requests per second (open loop)"
+    )
     parser.add_argument("--skip-two-workers", action="store_true")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "run.json")
     args = parser.parse_args()
@@ -679,7 +824,13 @@ def main() -> None:
         if not args.skip_two_workers:
             result["two_workers"] = bench_pipeline(bench, 2)
             print(f"two workers:  {result['two_workers']}", flush=True)
-    result["attestations"] = asyncio.run(_attestations(args.pdfs, args.pdf_processes))
+        result["attestation_service"] = bench_attestation_service(
+            bench, args.pdfs, args.pdf_processes, args.pdf_rate
+        )
+        print(f"attestation service: {result['attestation_service']}", flush=True)
+    result["attestations"] = asyncio.run(
+        _attestations(args.pdfs, args.pdf_processes, args.pdf_rate)
+    )
     print(f"attestations: {result['attestations']}", flush=True)
     result["table"] = table(result)
     print(result["table"])

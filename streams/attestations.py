@@ -6,8 +6,10 @@ per month, the same in every attestation of that month), the remaining hours of 
 year are read from ``balances`` (no row: the full quota), the PDF is rendered in a
 process pool (never on the event loop), and then ONE transaction stores the PDF, records
 the request's event id as applied and writes ``attestations.issued`` and
-``ebox.deliveries`` to the outbox. A replayed request is a no-op; a request claimed by
-two workers at once (a rebalance) is written by whichever commits first.
+``ebox.deliveries`` to the outbox. The PDFs of a batch are saved as they are ready (one
+transaction per group that finished together) while the pool renders the rest. A
+replayed request is a no-op; a request claimed by two workers at once (a rebalance) is
+written by whichever commits first.
 
 Codes rotate monthly: a crontab (00:00 on the 1st, Brussels) publishes one
 ``AccessCodeRotation`` per partition of ``access-codes.rotate`` (key and partition: the
@@ -290,6 +292,8 @@ class _Planned:
     request: AttestationRequest
     document: AttestationDocument
     code_month: date
+    #: Its place in the batch: groups saved as renders finish keep the batch's order.
+    position: int
 
 
 class AttestationService:
@@ -336,27 +340,72 @@ class AttestationService:
                 refused.append((request, reason))
 
         planned = await self._plan(pool, wanted, today) if wanted else []
-        rendered = await asyncio.gather(
-            *(self._timed_render(p.document) for p in planned), return_exceptions=True
-        )
+        await self._render_and_save(pool, planned, refused, now, report)
+        return report
+
+    async def _render_and_save(
+        self,
+        pool: asyncpg.Pool,
+        planned: Sequence[_Planned],
+        refused: Sequence[tuple[AttestationRequest, str]],
+        now: datetime,
+        report: AttestationReport,
+    ) -> None:
+        """Render every planned document and save each as soon as it is ready.
+
+        Every document goes to the pool at once; whenever some are ready they are saved
+        together in one transaction while the pool renders the others, so the pool never
+        waits for the database nor the database for the last PDF of the batch. Each save
+        is all or nothing for its documents and claims their request ids, so the
+        guarantees of one transaction per batch hold: a replayed request is a no-op, and
+        a batch stopped half-way (the worker stopping) is redelivered, its saved requests
+        then replays, the others rendered again. The refusals go with the first save.
+        """
+        renders: dict[asyncio.Future[bytes], _Planned] = {
+            asyncio.ensure_future(self._timed_render(plan.document)): plan for plan in planned
+        }
+        pending = set(renders)
+        unsaved_refusals: Sequence[tuple[AttestationRequest, str]] = refused
+        try:
+            while True:
+                if pending:
+                    ready, pending = await asyncio.wait(
+                        pending, return_when=asyncio.FIRST_COMPLETED
+                    )
+                else:
+                    ready = set()
+                issued, failed = self._outcomes([(renders[f], f) for f in ready])
+                await self._save(pool, issued, unsaved_refusals, failed, now, report)
+                unsaved_refusals = ()
+                if not pending:
+                    return
+        finally:
+            for render in pending:  # the batch ended early: nothing more is saved
+                render.cancel()
+
+    def _outcomes(
+        self, ready: Sequence[tuple[_Planned, asyncio.Future[bytes]]]
+    ) -> tuple[list[tuple[_Planned, bytes]], list[tuple[AttestationRequest, str]]]:
+        """Split finished renders into PDFs to issue and requests that failed (with why)."""
         issued: list[tuple[_Planned, bytes]] = []
         failed: list[tuple[AttestationRequest, str]] = []
-        for plan, pdf in zip(planned, rendered, strict=True):
-            if isinstance(pdf, bytes):
+        # In the batch's order, so that a group's rows and messages keep it.
+        for plan, render in sorted(ready, key=lambda pair: pair[0].position):
+            error = render.exception()  # raises CancelledError if the render was cancelled
+            if error is None:
                 metrics.ATTESTATION_RENDERS.labels("ok").inc()
-                issued.append((plan, pdf))
-            elif isinstance(pdf, Exception):
+                issued.append((plan, render.result()))
+            elif isinstance(error, Exception):
                 metrics.ATTESTATION_RENDERS.labels("failed").inc()
                 log.error(
                     "attestation %s could not be rendered",
                     plan.request.attestation_id,
-                    exc_info=pdf,
+                    exc_info=error,
                 )
                 failed.append((plan.request, "the document could not be produced"))
             else:
-                raise pdf  # cancellation and other BaseExceptions end the batch
-        await self._save(pool, issued, refused, failed, now, report)
-        return report
+                raise error  # cancellation and other BaseExceptions end the batch
+        return issued, failed
 
     async def _timed_render(self, document: AttestationDocument) -> bytes:
         """Render one PDF, its duration observed whether it succeeds or not."""
@@ -382,7 +431,7 @@ class AttestationService:
                     fresh = compute_balance(ledger, year, rules)
                     balances[(ssin, year)] = (fresh.quota, fresh.remaining)
         planned = []
-        for request in requests:
+        for position, request in enumerate(requests):
             code = codes[request.ssin]
             quota, remaining = balances.get(
                 (request.ssin, request.year),
@@ -400,7 +449,7 @@ class AttestationService:
                 issued_on=today,
                 language=request.language or self._settings.default_language,
             )
-            planned.append(_Planned(request, document, code.month))
+            planned.append(_Planned(request, document, code.month, position))
         return planned
 
     async def _save(
@@ -412,7 +461,10 @@ class AttestationService:
         now: datetime,
         report: AttestationReport,
     ) -> None:
-        """Store the outcome and queue the messages, in ONE transaction per batch."""
+        """Store these outcomes and queue their messages, in ONE transaction.
+
+        Adds to ``report``: a batch is saved in as many calls as its PDFs took groups.
+        """
         async with pool.acquire() as conn, conn.transaction():
             keys = [request_event_key(p.request) for p, _ in issued]
             keys += [request_event_key(r) for r, _ in [*refused, *failed]]
@@ -438,9 +490,9 @@ class AttestationService:
                 for r, why in outcomes:
                     log.warning("attestation %s %s: %s", r.attestation_id, status, why)
             await store.enqueue(conn, messages)
-        report.issued = len(rows)
-        report.refused = len(closed["refused"])
-        report.failed = len(closed["failed"])
+        report.issued += len(rows)
+        report.refused += len(closed["refused"])
+        report.failed += len(closed["failed"])
 
     def _issue(
         self, plan: _Planned, pdf: bytes, now: datetime
