@@ -160,16 +160,17 @@ class Period:
     counts: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        derived = {
-            "planned_hours": sum(t.hours for t in self.tranches),
-            "accepted_seq": self.tranches[0].seq,
-            "year": self.start.year,
-            "quarter": quarter_of(self.start),
+        # Straight into the instance's dict (frozen forbids setattr): a batch builds
+        # every period of every student it touches, and one object.__setattr__ per
+        # field showed in the worker's profile.
+        self.__dict__.update(
+            planned_hours=sum(t.hours for t in self.tranches),
+            accepted_seq=self.tranches[0].seq,
+            year=self.start.year,
+            quarter=quarter_of(self.start),
             # In force and on time: its planned hours count while no DmfA replaces them.
-            "counts": not self.cancelled and not self.late,
-        }
-        for name, value in derived.items():
-            object.__setattr__(self, name, value)
+            counts=not self.cancelled and not self.late,
+        )
 
     @property
     def in_force(self) -> bool:
