@@ -1,6 +1,7 @@
 """Side-by-side benchmark: every figure beside its baseline, measured in one run.
 
     .venv/bin/python bench/run.py [--students 2000] [--partitions 4] [--out FILE.json]
+    .venv/bin/python bench/run.py --rotation-students 10000 100000 700000 [--rotation-unhashed]
 
 On one Kafka broker and one PostgreSQL server (started here, or KAFKA_BOOTSTRAP /
 DATABASE_URL), with one simulated year (``producers.simulator``) published before each
@@ -15,6 +16,11 @@ measure:
   in this process (``BatchProcessor.change_quota``, chunked);
 * ``rotation``: a month of access codes for every student of that database
   (``rotate_partition`` per partition, as the rotation lane runs them);
+  ``--rotation-students N [N ...]`` measures only this, on PostgreSQL alone, once per N on
+  a new database whose ``students`` table is filled directly with N valid SSINs the way
+  the pipeline inserts them (the growth curve, without replaying a year);
+  ``--rotation-unhashed`` fills them without their key hash, as rows from before migration
+  0013 are, so the first rotation's filling them in is measured too;
 * ``attestations``: ``--pdfs`` documents submitted at once to the configured PDF process
   pool (``PdfRenderer``), beside one document alone.
 
@@ -337,14 +343,93 @@ async def _rotation(settings: Settings) -> dict[str, Any]:
             )
             created += await rotate_partition(pool, codes, command, datetime.now(UTC))
         seconds = time.perf_counter() - start
+        # Every student exactly one code: a figure for codes nobody got would mean nothing.
+        owners = await pool.fetchval(
+            "SELECT count(DISTINCT ssin) FROM access_codes WHERE month = $1", month
+        )
     finally:
         await pool.close()
+    if created != students or owners != students:
+        raise RuntimeError(f"{students} students but {created} codes for {owners} of them")
     return {
         "students": int(students),
         "codes": created,
         "seconds": round(seconds, 2),
         "per_second": round(created / seconds) if seconds else 0,
     }
+
+
+async def _fill_students(database_url: str, count: int, year: int, *, hashed: bool) -> None:
+    """``count`` distinct valid SSINs (the simulator's) in ``students``, nothing else.
+
+    ``hashed``: through ``db.store.lock_students``, as the pipeline inserts a student (key
+    hash included); otherwise the SSIN alone, as rows from before migration 0013.
+    """
+    from db.migrate import migrate
+    from db.store import lock_students
+    from producers.simulator import _SsinSpace
+
+    await migrate(database_url)
+    space = _SsinSpace(year, 1)
+    conn = await asyncpg.connect(database_url)
+    try:
+        for first in range(0, count, 10_000):
+            ssins = [space.ssin(n, bis=False)[0] for n in range(first, min(count, first + 10_000))]
+            async with conn.transaction():
+                if hashed:
+                    await lock_students(conn, ssins)
+                else:
+                    await conn.execute(
+                        "INSERT INTO students (ssin) SELECT unnest($1::text[])", ssins
+                    )
+        await conn.execute("VACUUM ANALYZE students")
+    finally:
+        await conn.close()
+
+
+def bench_rotation(
+    admin_dsn: str, students: int, partitions: int, year: int, *, hashed: bool
+) -> dict[str, Any]:
+    """The rotation of ``students`` students filled in directly (no pipeline, no Kafka)."""
+    with database(admin_dsn) as url:
+        asyncio.run(_fill_students(url, students, year, hashed=hashed))
+        settings = Settings(database_url=url, partitions=partitions, development=True)
+        return asyncio.run(_rotation(settings)) | {"hashed": hashed, "partitions": partitions}
+
+
+def rotation_only(args: argparse.Namespace) -> None:
+    """``--rotation-students``: the rotation's growth curve on PostgreSQL alone."""
+    from infra.postgres import LocalPostgres
+
+    result: dict[str, Any] = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+        "parameters": vars(args) | {"out": str(args.out)},
+        "rotation": [],
+    }
+    named = os.environ.get("DATABASE_URL")
+    server = None if named else LocalPostgres()
+    admin_dsn = server.start() if server is not None else str(named)
+    try:
+        for students in args.rotation_students:
+            figure = bench_rotation(
+                admin_dsn, students, args.partitions, args.year, hashed=not args.rotation_unhashed
+            )
+            result["rotation"].append(figure)
+            print(f"rotation:     {figure}", flush=True)
+    finally:
+        if server is not None:
+            server.stop()
+    lines = ["| students | partitions | seconds | codes/s |", "|---:|---:|---:|---:|"]
+    lines += [
+        f"| {r['students']:,} | {r['partitions']} | {r['seconds']} | {r['per_second']:,} |"
+        for r in result["rotation"]
+    ]
+    result["table"] = "\n".join(lines)
+    print(result["table"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written {args.out}")
 
 
 def after_pipeline(bench: Bench, settings: Settings) -> dict[str, Any]:
@@ -473,8 +558,23 @@ def main() -> None:
     parser.add_argument("--pdfs", type=int, default=100, help="attestations rendered at once")
     parser.add_argument("--pdf-processes", type=int, default=2)
     parser.add_argument("--skip-two-workers", action="store_true")
+    parser.add_argument(
+        "--rotation-students",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="measure only the code rotation, for N students filled in directly (each N)",
+    )
+    parser.add_argument(
+        "--rotation-unhashed",
+        action="store_true",
+        help="with --rotation-students: students without their key hash (pre-0013 rows)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "run.json")
     args = parser.parse_args()
+    if args.rotation_students:
+        rotation_only(args)
+        return
 
     from infra import local_services
 
