@@ -645,6 +645,16 @@ def register_agents(
             return
         await publish_month(month, skip=done)
 
+    async def fill_student_key_hashes() -> None:
+        """Fill in the key hashes of older rows now, so the month's rotation need not."""
+        try:
+            filled = await fill_key_hashes(await state.pool())
+        except (OSError, asyncpg.PostgresError) as error:  # the rotation fills them anyway
+            log.warning("could not fill in the students' key hashes: %s", error)
+            return
+        if filled:
+            log.info("filled in the key hash of %d students", filled)
+
     async def warm_pdf_renderer() -> None:
         try:
             await renderer.warm_up()
@@ -664,6 +674,7 @@ def register_agents(
         await asyncio.to_thread(renderer.close)
 
     app.task(catch_up_rotation)
+    app.task(fill_student_key_hashes)
     app.task(warm_pdf_renderer)
     app.timer(interval=300.0)(purge_lookup_failures)
     # (mode's handler type does not admit an ``async def``; the signal awaits it anyway.)
