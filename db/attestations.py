@@ -118,14 +118,23 @@ async def students_without_code(
     return [r["ssin"] for r in rows]
 
 
-async def students_without_key_hash(conn: asyncpg.Connection, *, limit: int) -> list[str]:
-    """Up to ``limit`` students whose key hash is not stored yet (rows from before it was).
+async def lock_students_without_key_hash(
+    conn: asyncpg.Connection, *, after: str, limit: int
+) -> list[str]:
+    """Lock and return the next ``limit`` students (by SSIN, after ``after``) without a hash.
 
-    Served by the partial index of migration 0013, so once every row has its hash this is
-    one empty index probe.
+    Rows from before the hash was stored; keyset pages, so each page starts where the last
+    ended instead of stepping again over the index entries of the rows already filled. In
+    the caller's transaction: the partial index of migration 0013 yields them in SSIN
+    order, the order every batch locks students in (:func:`db.store.lock_students`), so
+    this never deadlocks with a batch, and a second filler waits for the first and then
+    skips the rows it filled. Once every row has its hash this is one empty index probe.
     """
     rows = await conn.fetch(
-        "SELECT ssin FROM students WHERE key_hash IS NULL ORDER BY ssin LIMIT $1", limit
+        "SELECT ssin FROM students WHERE key_hash IS NULL AND ssin > $1"
+        " ORDER BY ssin LIMIT $2 FOR UPDATE",
+        after,
+        limit,
     )
     return [r["ssin"] for r in rows]
 
@@ -133,23 +142,21 @@ async def students_without_key_hash(conn: asyncpg.Connection, *, limit: int) -> 
 async def set_key_hashes(
     conn: asyncpg.Connection, ssins: Sequence[str], hashes: Sequence[int]
 ) -> None:
-    """Store the key hash of students that had none (in the caller's transaction).
+    """Store the key hash of students locked by :func:`lock_students_without_key_hash`.
 
-    The rows are locked first in SSIN order, the order every batch locks students in
-    (:func:`db.store.lock_students`), so this never deadlocks with a batch or with another
-    rotation filling the same rows (which then finds them filled and leaves them).
+    ``ssins`` in SSIN order: the range of the chunk keeps PostgreSQL to an index range
+    scan instead of a pass over the whole table per chunk.
     """
-    await conn.execute(
-        "SELECT 1 FROM students WHERE ssin = ANY($1::text[]) AND key_hash IS NULL"
-        " ORDER BY ssin FOR UPDATE",
-        ssins,
-    )
+    if not ssins:
+        return
     await conn.execute(
         "UPDATE students s SET key_hash = u.key_hash"
         " FROM unnest($1::text[], $2::integer[]) AS u(ssin, key_hash)"
-        " WHERE s.ssin = u.ssin AND s.key_hash IS NULL",
+        " WHERE s.ssin = u.ssin AND s.key_hash IS NULL AND s.ssin BETWEEN $3 AND $4",
         ssins,
         hashes,
+        ssins[0],
+        ssins[-1],
     )
 
 

@@ -223,14 +223,16 @@ async def fill_key_hashes(pool: asyncpg.Pool, *, chunk: int = KEY_HASH_CHUNK) ->
     each rotation calls this first, which costs one empty index probe once all are filled.
     """
     filled = 0
+    after = ""
     while True:
         async with pool.acquire() as conn, conn.transaction():
-            ssins = await queries.students_without_key_hash(conn, limit=chunk)
+            ssins = await queries.lock_students_without_key_hash(conn, after=after, limit=chunk)
             if not ssins:
                 return filled
             hashes = await asyncio.to_thread(_key_hashes, ssins)
             await queries.set_key_hashes(conn, ssins, hashes)
         filled += len(ssins)
+        after = ssins[-1]
 
 
 async def rotate_partition(
