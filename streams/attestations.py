@@ -219,8 +219,9 @@ async def fill_key_hashes(pool: asyncpg.Pool, *, chunk: int = KEY_HASH_CHUNK) ->
     """Store the partitioner hash of every student that has none yet; return how many.
 
     Rows written before the ``key_hash`` column existed (or by a worker of an older
-    version during a rolling upgrade) have none, and a rotation selects students by it:
-    each rotation calls this first, which costs one empty index probe once all are filled.
+    version during a rolling upgrade) have none, and a rotation selects students by it.
+    A worker runs this when it starts and every rotation first; once all are filled it
+    costs one empty index probe.
     """
     filled = 0
     after = ""
@@ -233,6 +234,21 @@ async def fill_key_hashes(pool: asyncpg.Pool, *, chunk: int = KEY_HASH_CHUNK) ->
             await queries.set_key_hashes(conn, ssins, hashes)
         filled += len(ssins)
         after = ssins[-1]
+
+
+async def store_rotated_codes(conn: asyncpg.Connection, new: queries.NewCodes) -> int:
+    """Store a chunk of a rotation in its own transaction; return how many codes were new.
+
+    The students were just read as lacking a code, so a plain insert is tried first (the
+    cheap path); if an attestation or another rotation stored a code for one of them
+    meanwhile, that transaction rolls back and the chunk goes in again skipping theirs.
+    """
+    try:
+        async with conn.transaction():
+            return await queries.insert_codes(conn, new, expect_conflicts=False)
+    except asyncpg.UniqueViolationError:
+        async with conn.transaction():
+            return await queries.insert_codes(conn, new)
 
 
 async def rotate_partition(
@@ -265,14 +281,15 @@ async def rotate_partition(
             return None
         return asyncio.ensure_future(asyncio.to_thread(codes.new_codes, chunks[n], month))
 
+    minted = 0
     minting = mint(0)
     try:
-        for n in range(len(chunks)):
-            assert minting is not None  # started for chunk n by the previous round
+        while minting is not None:
             new = await minting
-            minting = mint(n + 1)
-            async with pool.acquire() as conn, conn.transaction():
-                created += await queries.insert_codes(conn, new)
+            minted += 1
+            minting = mint(minted)  # the next chunk is minted while this one is stored
+            async with pool.acquire() as conn:
+                created += await store_rotated_codes(conn, new)
     finally:
         if minting is not None:  # an insert failed: let the thread finish, drop its codes
             await asyncio.gather(minting, return_exceptions=True)
@@ -698,5 +715,6 @@ __all__ = [
     "partition_of",
     "register_agents",
     "rotate_partition",
+    "store_rotated_codes",
     "year_refusal",
 ]

@@ -17,7 +17,12 @@ from producers.access_code_scheduler import rotation_commands
 from quota.access_codes import format_code, lookup_digest
 from schemas.partitioning import student_key_hash
 from schemas.settings import Settings
-from streams.attestations import AccessCodes, partition_of, rotate_partition
+from streams.attestations import (
+    AccessCodes,
+    partition_of,
+    rotate_partition,
+    store_rotated_codes,
+)
 from tests.support import (
     Outgoing,
     Pipeline,
@@ -229,3 +234,23 @@ async def test_rows_without_a_hash_are_rotated_whichever_partition_runs_first(
     rest = await asyncio.gather(*(rotate_partition(pool, codes, c, NOW) for c in others))
     assert rest == [sum(1 for s in STUDENTS if partition_of(s, 4) == c.partition) for c in others]
     assert [row[0] for row in await snapshot(pool)] == sorted(STUDENTS)
+
+
+async def test_a_chunk_racing_an_attestation_stores_the_others_and_keeps_the_first_code(
+    pool: asyncpg.Pool, codes: AccessCodes
+) -> None:
+    chunk = codes.new_codes(STUDENTS[:10], DECEMBER)  # minted for students lacking a code
+    meanwhile = STUDENTS[3]
+    async with pool.acquire() as conn, conn.transaction():  # an attestation gets there first
+        first = (await codes.month_codes(conn, {meanwhile}, DECEMBER))[meanwhile].code
+    async with pool.acquire() as conn:
+        # The cheap plain insert refuses the whole chunk, rolled back...
+        with pytest.raises(asyncpg.UniqueViolationError):
+            async with conn.transaction():
+                await queries.insert_codes(conn, chunk, expect_conflicts=False)
+        assert await conn.fetchval("SELECT count(*) FROM access_codes") == 1
+        # ...so the rotation stores it again, skipping the student who has a code.
+        assert await store_rotated_codes(conn, chunk) == 9
+        stored = await queries.codes_of_month(conn, STUDENTS[:10], DECEMBER)
+    assert sorted(stored) == sorted(STUDENTS[:10])
+    assert codes.unseal(stored[meanwhile]).code == first
