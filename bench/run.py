@@ -1,6 +1,7 @@
 """Side-by-side benchmark: every figure beside its baseline, measured in one run.
 
     .venv/bin/python bench/run.py [--students 2000] [--partitions 4] [--out FILE.json]
+    .venv/bin/python bench/run.py --rotation-students 10000 100000 700000 [--rotation-unhashed]
 
 On one Kafka broker and one PostgreSQL server (started here, or KAFKA_BOOTSTRAP /
 DATABASE_URL), with one simulated year (``producers.simulator``) published before each
@@ -11,10 +12,21 @@ measure:
 * ``one worker`` / ``two workers``: ``studentwork worker`` processes (own consumer group,
   own database) from the records already on Kafka until the group committed every
   record and the outbox is drained;
-* ``recompute``: a quota change for the year over the balances the one-worker run left,
-  in this process (``BatchProcessor.change_quota``, chunked);
+* ``relay``: every outbox row the one-worker run wrote, marked unsent and published again
+  by one ``OutboxRelay`` (the one active relay), beside a plain producer sending the same
+  rows (its ceiling, and the records/s that carries at the run's messages per record);
+* ``recompute``: two quota changes for the year over the balances the one-worker run
+  left, in this process (``BatchProcessor.change_quota``): chunks one after another (the
+  baseline), then ``STUDENTWORK_QUOTA_RECOMPUTE_PARALLEL`` in flight;
+  ``--recompute-copies K`` first copies the stored ledgers K times (students
+  ``<ssin>-<n>``), to measure 10 x the students without replaying them;
 * ``rotation``: a month of access codes for every student of that database
   (``rotate_partition`` per partition, as the rotation lane runs them);
+  ``--rotation-students N [N ...]`` measures only this, on PostgreSQL alone, once per N on
+  a new database whose ``students`` table is filled directly with N valid SSINs the way
+  the pipeline inserts them (the growth curve, without replaying a year);
+  ``--rotation-unhashed`` fills them without their key hash, as rows from before migration
+  0013 are, so the first rotation's filling them in is measured too;
 * ``attestations``: the configured PDF process pool (``PdfRenderer``, warm): one
   document alone, ``--pdfs`` documents submitted at once (the burst), and ``--pdfs``
   documents arriving steadily at ``--pdf-rate`` per second (open loop: achieved rate,
@@ -469,8 +481,14 @@ async def _rotation(settings: Settings) -> dict[str, Any]:
             )
             created += await rotate_partition(pool, codes, command, datetime.now(UTC))
         seconds = time.perf_counter() - start
+        # Every student exactly one code: a figure for codes nobody got would mean nothing.
+        owners = await pool.fetchval(
+            "SELECT count(DISTINCT ssin) FROM access_codes WHERE month = $1", month
+        )
     finally:
         await pool.close()
+    if created != students or owners != students:
+        raise RuntimeError(f"{students} students but {created} codes for {owners} of them")
     return {
         "students": int(students),
         "codes": created,
@@ -534,6 +552,79 @@ async def _relay(settings: Settings, records: int) -> dict[str, Any]:
         # The records/s one relay can carry at this mix of outgoing messages.
         "records_per_second": round(len(rows) / seconds / per_record) if per_record else 0,
     }
+
+
+async def _fill_students(database_url: str, count: int, year: int, *, hashed: bool) -> None:
+    """``count`` distinct valid SSINs (the simulator's) in ``students``, nothing else.
+
+    ``hashed``: through ``db.store.lock_students``, as the pipeline inserts a student (key
+    hash included); otherwise the SSIN alone, as rows from before migration 0013.
+    """
+    from db.migrate import migrate
+    from db.store import lock_students
+    from producers.simulator import _SsinSpace
+
+    await migrate(database_url)
+    space = _SsinSpace(year, 1)
+    conn = await asyncpg.connect(database_url)
+    try:
+        for first in range(0, count, 10_000):
+            ssins = [space.ssin(n, bis=False)[0] for n in range(first, min(count, first + 10_000))]
+            async with conn.transaction():
+                if hashed:
+                    await lock_students(conn, ssins)
+                else:
+                    await conn.execute(
+                        "INSERT INTO students (ssin) SELECT unnest($1::text[])", ssins
+                    )
+        await conn.execute("VACUUM ANALYZE students")
+    finally:
+        await conn.close()
+
+
+def bench_rotation(
+    admin_dsn: str, students: int, partitions: int, year: int, *, hashed: bool
+) -> dict[str, Any]:
+    """The rotation of ``students`` students filled in directly (no pipeline, no Kafka)."""
+    with database(admin_dsn) as url:
+        asyncio.run(_fill_students(url, students, year, hashed=hashed))
+        settings = Settings(database_url=url, partitions=partitions, development=True)
+        return asyncio.run(_rotation(settings)) | {"hashed": hashed, "partitions": partitions}
+
+
+def rotation_only(args: argparse.Namespace) -> None:
+    """``--rotation-students``: the rotation's growth curve on PostgreSQL alone."""
+    from infra.postgres import LocalPostgres
+
+    result: dict[str, Any] = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+        "parameters": vars(args) | {"out": str(args.out)},
+        "rotation": [],
+    }
+    named = os.environ.get("DATABASE_URL")
+    server = None if named else LocalPostgres()
+    admin_dsn = server.start() if server is not None else str(named)
+    try:
+        for students in args.rotation_students:
+            figure = bench_rotation(
+                admin_dsn, students, args.partitions, args.year, hashed=not args.rotation_unhashed
+            )
+            result["rotation"].append(figure)
+            print(f"rotation:     {figure}", flush=True)
+    finally:
+        if server is not None:
+            server.stop()
+    lines = ["| students | partitions | seconds | codes/s |", "|---:|---:|---:|---:|"]
+    lines += [
+        f"| {r['students']:,} | {r['partitions']} | {r['seconds']} | {r['per_second']:,} |"
+        for r in result["rotation"]
+    ]
+    result["table"] = "\n".join(lines)
+    print(result["table"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written {args.out}")
 
 
 def after_pipeline(bench: Bench, settings: Settings) -> dict[str, Any]:
@@ -835,8 +926,30 @@ def main() -> None:
         "--pdf-rate", type=float, default=30.0, help="attestation requests per second (open loop)"
     )
     parser.add_argument("--skip-two-workers", action="store_true")
+    parser.add_argument(
+        "--recompute-copies",
+        type=int,
+        default=1,
+        metavar="K",
+        help="recompute over K copies of the stored ledgers (K x the students)",
+    )
+    parser.add_argument(
+        "--rotation-students",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="measure only the code rotation, for N students filled in directly (each N)",
+    )
+    parser.add_argument(
+        "--rotation-unhashed",
+        action="store_true",
+        help="with --rotation-students: students without their key hash (pre-0013 rows)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "run.json")
     args = parser.parse_args()
+    if args.rotation_students:
+        rotation_only(args)
+        return
 
     from infra import local_services
 
@@ -853,7 +966,12 @@ def main() -> None:
     }
     with local_services(log=lambda _line: None) as services:
         bench = Bench(
-            services.kafka_bootstrap, services.database_url, records, args.partitions, args.year
+            services.kafka_bootstrap,
+            services.database_url,
+            records,
+            args.partitions,
+            args.year,
+            args.recompute_copies,
         )
         result["raw"] = bench_raw(bench)
         print(f"raw:          {result['raw']}", flush=True)

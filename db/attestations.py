@@ -26,15 +26,23 @@ _LOOKUP_LOCK_CLASS = 0x4C4B  # "LK"
 
 
 @dataclass(frozen=True)
-class NewCode:
-    """A code about to be stored: its digest and sealed form, never the code itself."""
+class NewCodes:
+    """Codes of one month about to be stored, column by column: the i-th student gets the
+    i-th digest and sealed form. Never the codes themselves."""
 
-    ssin: str
     month: date
-    digest: bytes
-    sealed: bytes
     valid_from: date
     valid_until: date
+    ssins: Sequence[str]
+    digests: Sequence[bytes]
+    sealed: Sequence[bytes]
+
+    def __post_init__(self) -> None:
+        if not len(self.ssins) == len(self.digests) == len(self.sealed):
+            raise ValueError(
+                f"{len(self.ssins)} students, {len(self.digests)} digests and"
+                f" {len(self.sealed)} sealed codes do not pair up"
+            )
 
 
 @dataclass(frozen=True)
@@ -46,30 +54,37 @@ class StoredCode:
     valid_until: date
 
 
-async def insert_codes(conn: asyncpg.Connection, codes: Sequence[NewCode]) -> int:
+async def insert_codes(
+    conn: asyncpg.Connection, codes: NewCodes, *, expect_conflicts: bool = True
+) -> int:
     """Store codes whose (student, month) has none yet; return how many were stored.
 
     ``ON CONFLICT DO NOTHING`` makes this safe to race (a rotation and an attestation of
-    the same student, two workers) and to repeat: the first code of a month wins.
+    the same student, two workers) and to repeat: the first code of a month wins. A caller
+    that just read which students lack a code passes ``expect_conflicts=False``: a plain
+    insert, which PostgreSQL does without the speculative insertion of ``ON CONFLICT``
+    (measured 40 % cheaper), and which raises ``asyncpg.UniqueViolationError`` if a code
+    came meanwhile, rolling back the caller's transaction: the caller then inserts again
+    with conflicts expected. Three arrays and three scalars in one statement, the count
+    read from the command tag: the rotation stores hundreds of thousands this way.
     """
-    if not codes:
+    if not codes.ssins:
         return 0
-    rows = await conn.fetch(
+    status = await conn.execute(
         """
         INSERT INTO access_codes (ssin, month, digest, sealed, valid_from, valid_until)
-        SELECT * FROM unnest($1::text[], $2::date[], $3::bytea[], $4::bytea[], $5::date[],
-                             $6::date[])
-        ON CONFLICT DO NOTHING
-        RETURNING ssin
-        """,
-        [c.ssin for c in codes],
-        [c.month for c in codes],
-        [c.digest for c in codes],
-        [c.sealed for c in codes],
-        [c.valid_from for c in codes],
-        [c.valid_until for c in codes],
+        SELECT c.ssin, $4, c.digest, c.sealed, $5, $6
+        FROM unnest($1::text[], $2::bytea[], $3::bytea[]) AS c(ssin, digest, sealed)
+        """
+        + (" ON CONFLICT DO NOTHING" if expect_conflicts else ""),
+        codes.ssins,
+        codes.digests,
+        codes.sealed,
+        codes.month,
+        codes.valid_from,
+        codes.valid_until,
     )
-    return len(rows)
+    return int(status.rsplit(" ", 1)[-1])
 
 
 async def codes_of_month(
@@ -89,22 +104,66 @@ async def codes_of_month(
 
 
 async def students_without_code(
-    conn: asyncpg.Connection, month: date, *, after: str, limit: int
+    conn: asyncpg.Connection, month: date, *, partition: int, partitions: int
 ) -> list[str]:
-    """Next ``limit`` students (by SSIN, after ``after``) with no code for ``month`` yet.
+    """The students of ``partition`` (of ``partitions``) with no code for ``month`` yet.
 
-    Keyset pagination over ``students`` with an anti-join on the (ssin, month) key, so a
-    second rotation of the same month reads the table once and finds nothing to do.
+    One read: the stored key hash (``students.key_hash``, Kafka's partitioner hash of the
+    SSIN) picks the partition's students in SQL, an anti-join on the (ssin, month) key
+    drops those who have their code, so a second rotation of the same month finds nothing.
+    Rows whose hash is still unknown are not selected: :func:`set_key_hashes` first.
     """
     rows = await conn.fetch(
-        "SELECT s.ssin FROM students s WHERE s.ssin > $2 AND NOT EXISTS"
+        "SELECT s.ssin FROM students s WHERE s.key_hash % $3 = $2 AND NOT EXISTS"
         " (SELECT 1 FROM access_codes c WHERE c.ssin = s.ssin AND c.month = $1)"
-        " ORDER BY s.ssin LIMIT $3",
+        " ORDER BY s.ssin",
         month,
+        partition,
+        partitions,
+    )
+    return [r["ssin"] for r in rows]
+
+
+async def lock_students_without_key_hash(
+    conn: asyncpg.Connection, *, after: str, limit: int
+) -> list[str]:
+    """Lock and return the next ``limit`` students (by SSIN, after ``after``) without a hash.
+
+    Rows from before the hash was stored; keyset pages, so each page starts where the last
+    ended instead of stepping again over the index entries of the rows already filled. In
+    the caller's transaction: the partial index of migration 0013 yields them in SSIN
+    order, the order every batch locks students in (:func:`db.store.lock_students`), so
+    this never deadlocks with a batch, and a second filler waits for the first and then
+    skips the rows it filled. Once every row has its hash this is one empty index probe.
+    """
+    rows = await conn.fetch(
+        "SELECT ssin FROM students WHERE key_hash IS NULL AND ssin > $1"
+        " ORDER BY ssin LIMIT $2 FOR UPDATE",
         after,
         limit,
     )
     return [r["ssin"] for r in rows]
+
+
+async def set_key_hashes(
+    conn: asyncpg.Connection, ssins: Sequence[str], hashes: Sequence[int]
+) -> None:
+    """Store the key hash of students locked by :func:`lock_students_without_key_hash`.
+
+    ``ssins`` in SSIN order: the range of the chunk keeps PostgreSQL to an index range
+    scan instead of a pass over the whole table per chunk.
+    """
+    if not ssins:
+        return
+    await conn.execute(
+        "UPDATE students s SET key_hash = u.key_hash"
+        " FROM unnest($1::text[], $2::integer[]) AS u(ssin, key_hash)"
+        " WHERE s.ssin = u.ssin AND s.key_hash IS NULL AND s.ssin BETWEEN $3 AND $4",
+        ssins,
+        hashes,
+        ssins[0],
+        ssins[-1],
+    )
 
 
 async def record_rotation(

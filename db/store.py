@@ -16,6 +16,7 @@ import orjson
 
 from db.reads import period_from_row, wage_report_from_row
 from quota.ledger import Period, StudentLedger, WageReport
+from schemas.partitioning import student_key_hash
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,13 @@ async def lock_students(conn: asyncpg.Connection, ssins: Iterable[str]) -> dict[
     agents, or a partition handed over during a rebalance) without deadlocks.
     """
     ordered = sorted(set(ssins))
+    # A new row gets its partitioner hash (schemas.partitioning): the access-code rotation
+    # selects a partition's students by it in SQL.
     await conn.execute(
-        "INSERT INTO students (ssin) SELECT unnest($1::text[]) ORDER BY 1 ON CONFLICT DO NOTHING",
+        "INSERT INTO students (ssin, key_hash)"
+        " SELECT * FROM unnest($1::text[], $2::integer[]) ORDER BY 1 ON CONFLICT DO NOTHING",
         ordered,
+        [student_key_hash(ssin) for ssin in ordered],
     )
     rows = await conn.fetch(
         "SELECT ssin, next_seq FROM students WHERE ssin = ANY($1::text[]) ORDER BY ssin FOR UPDATE",

@@ -29,7 +29,7 @@ import hashlib
 import hmac
 import math
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -47,6 +47,7 @@ __all__ = [
     "KEY_LENGTH",
     "MIN_SECRET_LENGTH",
     "AccessCodeKeys",
+    "CodeMint",
     "add_months",
     "code_validity",
     "derive_keys",
@@ -165,6 +166,19 @@ def needs_new_code(last_issued: date | None, today: date) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
+# Drawing characters with one C-level ``bytes.translate``: a byte below ``_BYTE_LIMIT``
+# becomes ``CODE_ALPHABET[byte % 31]``, the others are deleted (the rejection above).
+_DRAW_TABLE = bytes(
+    ord(CODE_ALPHABET[b % len(CODE_ALPHABET)]) if b < _BYTE_LIMIT else 0 for b in range(256)
+)
+_REJECTED_BYTES = bytes(range(_BYTE_LIMIT, 256))
+
+
+def _draw_chars(chunk: bytes) -> bytes:
+    """The code characters (ASCII) that the bytes of ``chunk`` give, in order."""
+    return chunk.translate(_DRAW_TABLE, _REJECTED_BYTES)
+
+
 def generate_code(*, random_bytes: Callable[[int], bytes] = secrets.token_bytes) -> str:
     """Draw a new access code and return it normalized (16 characters, no dashes).
 
@@ -172,18 +186,16 @@ def generate_code(*, random_bytes: Callable[[int], bytes] = secrets.token_bytes)
     (``secrets.token_bytes`` by default; tests inject a deterministic source). Use
     ``format_code`` to print it in groups.
     """
-    chars: list[str] = []
+    drawn = b""
     for _ in range(_MAX_DRAWS):
         chunk = random_bytes(_DRAW_SIZE)
         if len(chunk) != _DRAW_SIZE:
             raise ValueError(
                 f"random_bytes({_DRAW_SIZE}) returned {len(chunk)} bytes instead of {_DRAW_SIZE}"
             )
-        for b in chunk:
-            if b < _BYTE_LIMIT:
-                chars.append(CODE_ALPHABET[b % len(CODE_ALPHABET)])
-                if len(chars) == CODE_LENGTH:
-                    return "".join(chars)
+        drawn += _draw_chars(chunk)
+        if len(drawn) >= CODE_LENGTH:
+            return drawn[:CODE_LENGTH].decode("ascii")
     # A healthy source gets here with a probability far below 2**-1000; a source stuck on
     # high bytes would otherwise loop forever.
     raise RuntimeError("random byte source keeps returning unusable bytes")
@@ -316,3 +328,56 @@ def unseal_code(sealed: bytes, key: bytes, *, context: bytes = b"") -> str:
             "sealed access code failed authentication: wrong key or context, or tampered data"
         ) from None
     return normalize_code(plaintext.decode("ascii"))
+
+
+# --------------------------------------------------------------------------------------------
+# Many codes at once (the monthly rotation)
+# --------------------------------------------------------------------------------------------
+
+
+class CodeMint:
+    """Mints codes in bulk: for each context a fresh code's look-up digest and sealed form.
+
+    Exactly what ``generate_code``, ``lookup_digest`` and ``seal_code`` give one by one (same
+    character draw, same HMAC-SHA256 digest, a fresh random 96-bit nonce per sealed code,
+    same blob format and associated data), with what they pay per code paid once instead:
+    the keys are checked and keyed once (an HMAC object copied per code, one ``AESGCM``),
+    and the random bytes of a whole batch come from one call. The plain codes never leave
+    this object, so nothing that stores the result can leak them.
+    """
+
+    def __init__(self, keys: AccessCodeKeys) -> None:
+        _check_key(keys.lookup, "look-up")
+        _check_key(keys.seal, "seal")
+        self._lookup = hmac.new(keys.lookup, digestmod=hashlib.sha256)
+        self._aead = AESGCM(keys.seal)
+
+    def mint(
+        self,
+        contexts: Sequence[bytes],
+        *,
+        random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+    ) -> tuple[list[bytes], list[bytes]]:
+        """New codes, one per sealing context: their digests and sealed forms, in order.
+
+        ``random_bytes`` draws the codes' characters (tests inject a deterministic source);
+        the nonces always come from ``secrets``, as in ``seal_code``.
+        """
+        n = len(contexts)
+        pool = random_bytes(_DRAW_SIZE * n)
+        if len(pool) != _DRAW_SIZE * n:
+            raise ValueError(f"random_bytes({_DRAW_SIZE * n}) returned {len(pool)} bytes")
+        nonces = secrets.token_bytes(_NONCE_LENGTH * n)
+        lookup, encrypt = self._lookup, self._aead.encrypt
+        digests: list[bytes] = []
+        sealed: list[bytes] = []
+        for i, context in enumerate(contexts):
+            code = _draw_chars(pool[i * _DRAW_SIZE : (i + 1) * _DRAW_SIZE])[:CODE_LENGTH]
+            if len(code) < CODE_LENGTH:  # over half of the draw rejected: below 2**-56
+                code = generate_code(random_bytes=random_bytes).encode("ascii")
+            mac = lookup.copy()
+            mac.update(code)
+            digests.append(mac.digest())
+            nonce = nonces[i * _NONCE_LENGTH : (i + 1) * _NONCE_LENGTH]
+            sealed.append(nonce + encrypt(nonce, code, _seal_aad(context)))
+        return digests, sealed

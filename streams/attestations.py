@@ -16,10 +16,12 @@ Codes rotate monthly: a crontab (00:00 on the 1st, Brussels) publishes one
 partition number), and whichever worker owns partition ``p`` creates, in bulk, the new
 month's code of every student whose SSIN Kafka's default partitioner (murmur2) maps to
 ``p`` - the students whose declarations that partition number carries on the SSIN-keyed
-topics. A worker that was down at the boundary publishes, when it starts, the commands
-of the partitions that have not been rotated this month. Rotation is only an
-optimisation: an attestation creates its month's code when missing, and the
-``UNIQUE (ssin, month)`` key makes every path idempotent.
+topics. The partitioner hash is stored with each student (``students.key_hash``), so the
+partition's students are one SQL read, and their codes are minted in a thread chunk by
+chunk while the previous chunk is being inserted. A worker that was down at the boundary
+publishes, when it starts, the commands of the partitions that have not been rotated this
+month. Rotation is only an optimisation: an attestation creates its month's code when
+missing, and the ``UNIQUE (ssin, month)`` key makes every path idempotent.
 
 The rules that need no I/O (which years may be attested, which partition a student
 belongs to) are plain functions here, so they are tested without a broker.
@@ -33,14 +35,13 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import faust
-from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
 
 from db import attestations as queries
@@ -48,13 +49,12 @@ from db import reads, store
 from db.store import DeadLetterPayload, OutboxMessage
 from quota.access_codes import (
     AccessCodeKeys,
+    CodeMint,
     code_validity,
     derive_keys,
     format_code,
-    generate_code,
     lookup_digest,
     month_start,
-    seal_code,
     unseal_code,
 )
 from quota.attestations import attestation_years, year_refusal
@@ -66,6 +66,7 @@ from schemas.attestations import (
     AttestationRequest,
     EboxDelivery,
 )
+from schemas.partitioning import partition_of_key, student_key_hash
 from schemas.settings import Settings
 from schemas.topics import (
     ACCESS_CODES_ROTATE,
@@ -88,8 +89,12 @@ log = logging.getLogger(__name__)
 #: Dimona and DmfA ids chosen by payroll software.
 REQUEST_EVENT_PREFIX = "attestation:"
 
-#: Students handled per chunk of a rotation: one read, one bulk insert, one transaction.
+#: Students per chunk of a rotation: minted in one go, stored by one bulk insert in one
+#: short transaction (the next chunk is minted meanwhile).
 ROTATION_CHUNK = 5000
+
+#: Students whose missing key hash is filled in per transaction (rows older than the column).
+KEY_HASH_CHUNK = 10_000
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,9 +107,10 @@ def partition_of(ssin: str, partitions: int) -> int:
 
     Java clients, aiokafka and faust all hash the key bytes with murmur2 and keep the
     positive 31 bits, so this is the partition that carries the student's events on every
-    SSIN-keyed topic with that many partitions.
+    SSIN-keyed topic with that many partitions (``schemas.partitioning``; the same hash is
+    stored as ``students.key_hash``).
     """
-    return (int(murmur2(ssin.encode())) & 0x7FFFFFFF) % partitions
+    return partition_of_key(student_key_hash(ssin), partitions)
 
 
 def sealing_context(ssin: str, month: date) -> bytes:
@@ -145,26 +151,23 @@ class AccessCodes:
         self.keys: AccessCodeKeys = derive_keys(
             settings.access_code_secret.get_secret_value().encode()
         )
+        self._mint = CodeMint(self.keys)
 
-    def new_codes(self, ssins: Iterable[str], month: date) -> list[queries.NewCode]:
-        """Fresh codes for ``month``, as digest and sealed form (the plain code is dropped)."""
+    def new_codes(self, ssins: Sequence[str], month: date) -> queries.NewCodes:
+        """Fresh codes for ``month``, as digest and sealed form (the plain code is dropped).
+
+        CPU-bound (random draws, HMAC, sealing): rotations run it in a thread.
+        """
         valid_from, valid_until = code_validity(month, self._months)
-        codes = []
-        for ssin in ssins:
-            code = generate_code()
-            codes.append(
-                queries.NewCode(
-                    ssin=ssin,
-                    month=valid_from,
-                    digest=lookup_digest(code, self.keys.lookup),
-                    sealed=seal_code(
-                        code, self.keys.seal, context=sealing_context(ssin, valid_from)
-                    ),
-                    valid_from=valid_from,
-                    valid_until=valid_until,
-                )
-            )
-        return codes
+        digests, sealed = self._mint.mint([sealing_context(s, valid_from) for s in ssins])
+        return queries.NewCodes(
+            month=valid_from,
+            valid_from=valid_from,
+            valid_until=valid_until,
+            ssins=ssins,
+            digests=digests,
+            sealed=sealed,
+        )
 
     def unseal(self, stored: queries.StoredCode) -> MonthCode:
         code = unseal_code(
@@ -209,15 +212,45 @@ class AccessCodes:
             raise RuntimeError(f"could not store access codes for {len(missing)} students")
         return {ssin: self.unseal(code) for ssin, code in stored.items()}
 
-    def codes_of_partition(
-        self, ssins: Sequence[str], month: date, partition: int, partitions: int
-    ) -> list[queries.NewCode]:
-        """New codes for the students among ``ssins`` that belong to ``partition``.
 
-        CPU-bound (hashing, random draws, sealing): rotations run it in a thread.
-        """
-        mine = [s for s in ssins if partition_of(s, partitions) == partition]
-        return self.new_codes(mine, month)
+def _key_hashes(ssins: Sequence[str]) -> list[int]:
+    return [student_key_hash(ssin) for ssin in ssins]
+
+
+async def fill_key_hashes(pool: asyncpg.Pool, *, chunk: int = KEY_HASH_CHUNK) -> int:
+    """Store the partitioner hash of every student that has none yet; return how many.
+
+    Rows written before the ``key_hash`` column existed (or by a worker of an older
+    version during a rolling upgrade) have none, and a rotation selects students by it.
+    A worker runs this when it starts and every rotation first; once all are filled it
+    costs one empty index probe.
+    """
+    filled = 0
+    after = ""
+    while True:
+        async with pool.acquire() as conn, conn.transaction():
+            ssins = await queries.lock_students_without_key_hash(conn, after=after, limit=chunk)
+            if not ssins:
+                return filled
+            hashes = await asyncio.to_thread(_key_hashes, ssins)
+            await queries.set_key_hashes(conn, ssins, hashes)
+        filled += len(ssins)
+        after = ssins[-1]
+
+
+async def store_rotated_codes(conn: asyncpg.Connection, new: queries.NewCodes) -> int:
+    """Store a chunk of a rotation in its own transaction; return how many codes were new.
+
+    The students were just read as lacking a code, so a plain insert is tried first (the
+    cheap path); if an attestation or another rotation stored a code for one of them
+    meanwhile, that transaction rolls back and the chunk goes in again skipping theirs.
+    """
+    try:
+        async with conn.transaction():
+            return await queries.insert_codes(conn, new, expect_conflicts=False)
+    except asyncpg.UniqueViolationError:
+        async with conn.transaction():
+            return await queries.insert_codes(conn, new)
 
 
 async def rotate_partition(
@@ -230,25 +263,38 @@ async def rotate_partition(
 ) -> int:
     """Give every student of the command's partition a code for its month; return how many.
 
-    Reads the students lacking a code for the month in SSIN order, chunk by chunk, keeps
-    those of the partition, and stores their codes with one bulk insert per chunk, each
-    chunk its own short transaction. Running it again (a redelivery, a second command)
-    finds nothing to do. A row in ``access_code_rotations`` records the run.
+    Reads once, in SQL by their stored key hash, the partition's students lacking a code
+    for the month, then mints their codes chunk by chunk in a thread while the previous
+    chunk is stored (one bulk insert, its own short transaction), so Python and
+    PostgreSQL work side by side. Running it again (a redelivery, a second command) finds
+    nothing to do. A row in ``access_code_rotations`` records the run.
     """
     month = month_start(command.month)
+    await fill_key_hashes(pool)
+    async with pool.acquire() as conn:
+        ssins = await queries.students_without_code(
+            conn, month, partition=command.partition, partitions=command.partitions
+        )
+    chunks = [ssins[i : i + chunk] for i in range(0, len(ssins), chunk)]
     created = 0
-    after = ""
-    while True:
-        async with pool.acquire() as conn:
-            ssins = await queries.students_without_code(conn, month, after=after, limit=chunk)
-            if not ssins:
-                break
-            after = ssins[-1]
-            new = await asyncio.to_thread(
-                codes.codes_of_partition, ssins, month, command.partition, command.partitions
-            )
-            async with conn.transaction():
-                created += await queries.insert_codes(conn, new)
+
+    def mint(n: int) -> asyncio.Future[queries.NewCodes] | None:
+        if n >= len(chunks):
+            return None
+        return asyncio.ensure_future(asyncio.to_thread(codes.new_codes, chunks[n], month))
+
+    minted = 0
+    minting = mint(0)
+    try:
+        while minting is not None:
+            new = await minting
+            minted += 1
+            minting = mint(minted)  # the next chunk is minted while this one is stored
+            async with pool.acquire() as conn:
+                created += await store_rotated_codes(conn, new)
+    finally:
+        if minting is not None:  # an insert failed: let the thread finish, drop its codes
+            await asyncio.gather(minting, return_exceptions=True)
     async with pool.acquire() as conn:
         await queries.record_rotation(
             conn,
@@ -670,6 +716,16 @@ def register_agents(
             return
         await publish_month(month, skip=done)
 
+    async def fill_student_key_hashes() -> None:
+        """Fill in the key hashes of older rows now, so the month's rotation need not."""
+        try:
+            filled = await fill_key_hashes(await state.pool())
+        except (OSError, asyncpg.PostgresError) as error:  # the rotation fills them anyway
+            log.warning("could not fill in the students' key hashes: %s", error)
+            return
+        if filled:
+            log.info("filled in the key hash of %d students", filled)
+
     async def warm_pdf_renderer() -> None:
         try:
             await renderer.warm_up()
@@ -689,6 +745,7 @@ def register_agents(
         await asyncio.to_thread(renderer.close)
 
     app.task(catch_up_rotation)
+    app.task(fill_student_key_hashes)
     app.task(warm_pdf_renderer)
     app.timer(interval=300.0)(purge_lookup_failures)
     # (mode's handler type does not admit an ``async def``; the signal awaits it anyway.)
@@ -706,8 +763,10 @@ __all__ = [
     "MonthCode",
     "attestation_years",
     "code_valid_on",
+    "fill_key_hashes",
     "partition_of",
     "register_agents",
     "rotate_partition",
+    "store_rotated_codes",
     "year_refusal",
 ]

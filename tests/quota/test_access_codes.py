@@ -18,6 +18,7 @@ from quota.access_codes import (
     CODE_BITS,
     CODE_LENGTH,
     AccessCodeKeys,
+    CodeMint,
     add_months,
     code_validity,
     derive_keys,
@@ -359,3 +360,67 @@ def test_truncated_or_malformed_input_is_refused() -> None:
         unseal_code(sealed, b"k" * 16)
     with pytest.raises(ValueError):
         seal_code("ABCD-EFGH-JKMN-PQR0", KEYS.seal)
+
+
+# --- Minting in bulk (the rotation) ---------------------------------------------------------
+
+
+def byte_stream(seed: int) -> Callable[[int], bytes]:
+    """A deterministic source read front to back, however many bytes each call asks for."""
+    data = random.Random(seed).randbytes(1 << 16)
+    position = 0
+
+    def read(n: int) -> bytes:
+        nonlocal position
+        chunk = data[position : position + n]
+        position += n
+        return chunk
+
+    return read
+
+
+def test_minted_codes_are_the_codes_generate_code_draws_from_the_same_bytes() -> None:
+    contexts = [f"student:{n}".encode() for n in range(40)]
+    digests, sealed = CodeMint(KEYS).mint(contexts, random_bytes=byte_stream(3))
+    one_by_one = byte_stream(3)
+    expected = [generate_code(random_bytes=one_by_one) for _ in contexts]
+    codes = [
+        unseal_code(blob, KEYS.seal, context=context)
+        for blob, context in zip(sealed, contexts, strict=True)
+    ]
+    assert codes == expected
+    assert digests == [lookup_digest(code, KEYS.lookup) for code in expected]
+
+
+def test_minted_codes_are_sealed_like_seal_code_with_fresh_nonces() -> None:
+    contexts = [b"student:1"] * 200
+    digests, sealed = CodeMint(KEYS).mint(contexts)
+    assert len(digests) == len(sealed) == 200
+    assert {len(d) for d in digests} == {32}
+    assert {len(blob) for blob in sealed} == {12 + CODE_LENGTH + 16}
+    assert len({blob[:12] for blob in sealed}) == 200
+    codes = [unseal_code(blob, KEYS.seal, context=b"student:1") for blob in sealed]
+    assert len(set(codes)) == 200
+    assert all(len(c) == CODE_LENGTH and set(c) <= set(CODE_ALPHABET) for c in codes)
+    assert all(code.encode() not in blob for code, blob in zip(codes, sealed, strict=True))
+    # Bound to its context like any sealed code.
+    with pytest.raises(ValueError, match="failed authentication"):
+        unseal_code(sealed[0], KEYS.seal, context=b"student:2")
+
+
+def test_a_minted_draw_with_too_many_high_bytes_draws_again() -> None:
+    # 17 of the 32 bytes rejected: the slice gives 15 characters, so the code is drawn anew
+    # from the source as generate_code would.
+    draws = iter([bytes([255] * 17 + list(range(15))), bytes(range(1, 33))])
+    _, sealed = CodeMint(KEYS).mint([b"c"], random_bytes=lambda n: next(draws))
+    assert unseal_code(sealed[0], KEYS.seal, context=b"c") == CODE_ALPHABET[1:17]
+
+
+def test_minting_refuses_short_sources_and_bad_keys() -> None:
+    with pytest.raises(ValueError, match="returned 3 bytes"):
+        CodeMint(KEYS).mint([b"a", b"b"], random_bytes=lambda n: b"abc")
+    with pytest.raises(ValueError, match="seal key must be 32 bytes"):
+        CodeMint(AccessCodeKeys(lookup=KEYS.lookup, seal=b"k" * 16))
+    with pytest.raises(ValueError, match="look-up key must be 32 bytes"):
+        CodeMint(AccessCodeKeys(lookup=b"k", seal=KEYS.seal))
+    assert CodeMint(KEYS).mint([]) == ([], [])

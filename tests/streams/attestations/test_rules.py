@@ -10,6 +10,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from producers.access_code_scheduler import rotation_commands
 from quota.access_codes import code_validity, is_code_valid_on
 from quota.attestations import attestation_years, year_refusal
+from schemas.partitioning import key_hash, partition_of_key, student_key_hash
 from streams.attestation_pdf import format_day, format_ssin
 from streams.attestations import code_valid_on, partition_of
 from tests.support import valid_ssin
@@ -75,6 +76,35 @@ def test_partition_of_is_kafkas_default_partitioner() -> None:
         for partitions in (1, 2, 3, 8, 12):
             expected = partitioner(ssin.encode(), list(range(partitions)), [])
             assert partition_of(ssin, partitions) == expected
+
+
+@pytest.mark.parametrize(
+    ("key", "partition"),
+    # What Kafka's Java producer (org.apache.kafka.clients.producer.Partitioner) gives these
+    # keys among 1,000 partitions: the compatibility values its Python clients test against.
+    [(b"", 681), (b"a", 524), (b"ab", 434), (b"abc", 107), (b"123456789", 566), (b"\x00 ", 742)],
+)
+def test_the_key_hash_is_the_java_partitioners(key: bytes, partition: int) -> None:
+    assert 0 <= key_hash(key) < 2**31
+    assert partition_of_key(key_hash(key), 1000) == partition
+
+
+def test_the_stored_key_hash_gives_the_partition_for_any_partition_count() -> None:
+    partitioner = DefaultPartitioner()
+    for serial in range(1, 998, 37):
+        for yymmdd in ("000101", "991231", "054012"):  # 20th and 21st century, a BIS number
+            ssin = valid_ssin(yymmdd, serial)
+            stored = student_key_hash(ssin)
+            assert stored == key_hash(ssin.encode())
+            for partitions in (1, 2, 3, 4, 7, 12, 64):
+                expected = partitioner(ssin.encode(), list(range(partitions)), [])
+                assert partition_of_key(stored, partitions) == expected
+                assert partition_of(ssin, partitions) == expected
+
+
+def test_a_topic_without_partitions_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least one partition"):
+        partition_of_key(123, 0)
 
 
 def test_partition_of_spreads_students() -> None:
