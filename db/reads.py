@@ -119,6 +119,13 @@ async def student_periods(conn: asyncpg.Connection, ssin: str) -> list[Period]:
     return [period_from_row(r) for r in rows]
 
 
+def _tranches(seqs: Sequence[int], hours: Sequence[int]) -> tuple[Tranche, ...]:
+    """The places of a row: its two parallel arrays (bigint, integer) as tranches."""
+    if len(seqs) != len(hours):
+        raise ValueError(f"{len(seqs)} tranche ranks for {len(hours)} tranche hours")
+    return tuple(map(Tranche, seqs, hours))
+
+
 def period_from_row(r: asyncpg.Record) -> Period:
     """A ``periods`` row as the domain core's :class:`Period`."""
     return Period(
@@ -127,10 +134,7 @@ def period_from_row(r: asyncpg.Record) -> Period:
         declarant=r["declarant"],
         start=r["start_date"],
         end=r["end_date"],
-        tranches=tuple(
-            Tranche(int(s), int(h))
-            for s, h in zip(r["tranche_seqs"], r["tranche_hours"], strict=True)
-        ),
+        tranches=_tranches(r["tranche_seqs"], r["tranche_hours"]),
         received_at=r["received_at"],
         late=r["late"],
         event_id=r["event_id"],
@@ -144,11 +148,7 @@ def wage_report_from_row(r: asyncpg.Record) -> WageReport:
     """A ``wage_reports`` row as the domain core's :class:`WageReport` (rows stored
     before migration 0006 have no places: None, derived by the domain core)."""
     seqs, hours = r["tranche_seqs"], r["tranche_hours"]
-    tranches = (
-        None
-        if seqs is None
-        else tuple(Tranche(int(s), int(h)) for s, h in zip(seqs, hours, strict=True))
-    )
+    tranches = None if seqs is None else _tranches(seqs, hours)
     return WageReport(
         employer=r["employer"],
         year=int(r["year"]),

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 from quota.calendar import brussels_date, quarter_of
 
@@ -89,14 +90,17 @@ def refusal(code: AnomalyCode, text: str, period_id: str | None = None) -> Decis
     return Decision(Status.REFUSED, (Anomaly(code, text),), period_id)
 
 
-@dataclass(frozen=True)
-class Tranche:
+class Tranche(NamedTuple):
     """Hours of a period reserved at one moment.
 
     A period starts with one tranche; an update that raises its hours adds one at the
     back of the queue, so the extra hours get reduced-rate room only where some is left
     ("raising hours uses the quota only where there is room"), while the original hours
     keep their place.
+
+    A named tuple rather than a frozen dataclass: every batch and every recompute builds
+    the tranches of every period it loads, and a frozen dataclass's constructor was the
+    largest part of turning rows into ledgers (py-spy).
     """
 
     seq: int
