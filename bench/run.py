@@ -15,9 +15,8 @@ measure:
 * ``relay``: every outbox row the one-worker run wrote, marked unsent and published again
   by one ``OutboxRelay`` (the one active relay), beside a plain producer sending the same
   rows (its ceiling, and the records/s that carries at the run's messages per record);
-* ``recompute``: two quota changes for the year over the balances the one-worker run
-  left, in this process (``BatchProcessor.change_quota``): chunks one after another (the
-  baseline), then ``STUDENTWORK_QUOTA_RECOMPUTE_PARALLEL`` in flight;
+* ``recompute``: a quota change for the year over the balances the one-worker run left,
+  in this process (``BatchProcessor.change_quota``, chunked);
   ``--recompute-copies K`` first copies the stored ledgers K times (students
   ``<ssin>-<n>``), to measure 10 x the students without replaying them;
 * ``rotation``: a month of access codes for every student of that database
@@ -417,8 +416,7 @@ async def _copy_ledgers(pool: asyncpg.Pool, copies: int) -> None:
 
 
 async def _recompute(settings: Settings, year: int, copies: int = 1) -> dict[str, Any]:
-    """Two quota changes of the year: chunks one after another (the baseline), then
-    ``quota_recompute_parallel`` chunks in flight (the setting)."""
+    """A quota change of the year, recomputed in chunks as the worker's lane does."""
     from schemas.answers import QuotaChange
     from streams.processor import BatchProcessor
 
@@ -428,34 +426,27 @@ async def _recompute(settings: Settings, year: int, copies: int = 1) -> dict[str
             await _copy_ledgers(pool, copies)
         balances = int(await pool.fetchval("SELECT count(*) FROM balances WHERE year = $1", year))
         quota = settings.quota_rules.quota(year)
-        figures: dict[str, Any] = {"balances": balances}
-        for cut, (name, parallel) in enumerate(
-            [("serial", 1), ("parallel", settings.quota_recompute_parallel)], start=1
-        ):
-            change = QuotaChange(
-                event_id=f"bench-{uuid.uuid4().hex[:8]}",
-                year=year,
-                hours=quota - 25 * cut,
-                requested_at=datetime.now(UTC),
-            )
-            tuned = settings.model_copy(update={"quota_recompute_parallel": parallel})
-            start = time.perf_counter()
-            changed = await BatchProcessor(pool, tuned).change_quota(change)
-            seconds = time.perf_counter() - start
-            figures[name] = {
-                "chunks_in_flight": parallel,
-                "changed": changed,
-                "seconds": round(seconds, 2),
-                "per_second": round(balances / seconds) if seconds else 0,
-            }
+        change = QuotaChange(
+            event_id=f"bench-{uuid.uuid4().hex[:8]}",
+            year=year,
+            hours=quota - 25,
+            requested_at=datetime.now(UTC),
+        )
+        start = time.perf_counter()
+        changed = await BatchProcessor(pool, settings).change_quota(change)
+        seconds = time.perf_counter() - start
         if copies > 1:  # the next measures run on the ledgers the pipeline stored
             async with pool.acquire() as conn, conn.transaction():
                 for table in reversed(_LEDGER_COPIES):
                     await conn.execute(f"DELETE FROM {table} WHERE position('-' in ssin) > 0")
     finally:
         await pool.close()
-    # The headline figure is the configured one.
-    return {**figures, **figures["parallel"]}
+    return {
+        "balances": balances,
+        "changed": changed,
+        "seconds": round(seconds, 2),
+        "per_second": round(balances / seconds) if seconds else 0,
+    }
 
 
 async def _rotation(settings: Settings) -> dict[str, Any]:
@@ -842,19 +833,11 @@ def table(result: dict[str, Any]) -> str:
             )
         )
     rec = one["recompute"]
-    serial = rec["serial"]
     rows.append(
         (
-            f"quota recompute ({rec['balances']:,} balances), chunks one by one",
-            f"{serial['per_second']:,} balances/s",
-            f"{serial['seconds']} s (baseline)",
-        )
-    )
-    rows.append(
-        (
-            f"quota recompute, {rec['chunks_in_flight']} chunks in flight",
+            f"quota recompute ({rec['balances']:,} balances)",
             f"{rec['per_second']:,} balances/s",
-            f"{rec['seconds']} s, {rec['per_second'] / max(serial['per_second'], 1):.2f} x",
+            f"{rec['seconds']} s",
         )
     )
     relay = one["relay"]

@@ -93,15 +93,6 @@ class Settings(BaseSettings):
             "only its students, so declarations of the others are decided meanwhile."
         ),
     )
-    quota_recompute_parallel: int = Field(
-        2,
-        ge=1,
-        le=16,
-        description=(
-            "Chunks of a recompute in flight at once, each on its own connection: while "
-            "one chunk's rows are read or written, the worker computes another's balances."
-        ),
-    )
     merge_wait_seconds: float = Field(
         2.0,
         ge=0,

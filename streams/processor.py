@@ -9,7 +9,6 @@ the applied event ids turn into a no-op.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
@@ -760,22 +759,12 @@ class BatchProcessor:
         size = chunk or self._settings.quota_recompute_chunk
         async with self._pool.acquire() as conn:
             ssins = await store.ssins_with_data_in_year(conn, year)
-        # Chunks are disjoint runs of SSINs, so the ones in flight never wait on each
-        # other's row locks; a few at once keep PostgreSQL and Python busy together.
-        gate = asyncio.Semaphore(self._settings.quota_recompute_parallel)
-
-        async def recompute(chunk_ssins: Sequence[str]) -> int:
-            async with gate:
-                return await retry_transient(
-                    f"recompute of {year}", self._recompute_chunk, year, chunk_ssins
-                )
-
-        async with asyncio.TaskGroup() as group:
-            tasks = [
-                group.create_task(recompute(ssins[start : start + size]))
-                for start in range(0, len(ssins), size)
-            ]
-        return sum(task.result() for task in tasks)
+        changed = 0
+        for start in range(0, len(ssins), size):
+            changed += await retry_transient(
+                f"recompute of {year}", self._recompute_chunk, year, ssins[start : start + size]
+            )
+        return changed
 
     async def _recompute_chunk(self, year: int, ssins: Sequence[str]) -> int:
         """One chunk of :meth:`_recompute_year`, in its own transaction."""
