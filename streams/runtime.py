@@ -365,6 +365,13 @@ class InputLane:
             partition_assignment_strategy=(RangePartitionAssignor, RoundRobinPartitionAssignor),
             # A database outage holds a batch in retries; the consumer stays in its group.
             max_poll_interval_ms=max(300_000, timeout_ms * 10),
+            # How long the broker waits for every member to rejoin in a rebalance: a member
+            # rejoins only once its batch is committed (``_WaitForBatch``). aiokafka's
+            # default is the session timeout; a batch held longer (a merge waiting for a
+            # lagging topic, a database retry) got its member dropped from the round, and
+            # the two workers of a test then took turns evicting each other for minutes.
+            # The Java client's value: the poll interval.
+            rebalance_timeout_ms=max(300_000, timeout_ms * 10),
         )
 
     async def run(self) -> None:
