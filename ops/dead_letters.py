@@ -20,7 +20,6 @@ queueing that row again (``failed_at`` cleared) for the relay.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from collections.abc import Iterable
@@ -29,13 +28,14 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
 from db import store
 from schemas.answers import DeadLetter
 from schemas.settings import Settings
 from schemas.topics import REJECTED
+from streams.admin import read_to_end
 from streams.messages import PAYLOAD_REF_PREFIX
 
 #: ``rawRef`` prefix of an outbox row the broker refused.
@@ -71,38 +71,17 @@ class DeadLetterError(Exception):
 async def read_letters(settings: Settings, *, wait: float = 60.0) -> list[StoredLetter]:
     """Every dead letter on the topic, up to its end offsets as they are now, oldest
     first. A message that is not a dead letter is skipped (nothing else writes there)."""
-    consumer = AIOKafkaConsumer(
-        settings.topic(REJECTED),
-        bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-    )
-    await consumer.start()
-    out: list[StoredLetter] = []
     try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while not consumer.assignment():
-            if loop.time() >= deadline:
-                raise DeadLetterError(f"{settings.topic(REJECTED)}: no partitions found")
-            await asyncio.sleep(0.1)
-        tps = sorted(consumer.assignment())
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            if loop.time() >= deadline:
-                raise DeadLetterError(f"{settings.topic(REJECTED)}: read timed out")
-            batch = await consumer.getmany(*tps, timeout_ms=500)
-            for records in batch.values():
-                for record in records:
-                    try:
-                        letter = DeadLetter.model_validate_json(record.value or b"")
-                    except ValidationError:
-                        continue
-                    out.append(StoredLetter(letter, record.partition, record.offset))
-    finally:
-        await consumer.stop()
+        records = await read_to_end(settings.kafka_bootstrap, settings.topic(REJECTED), wait=wait)
+    except TimeoutError as error:
+        raise DeadLetterError(str(error)) from error
+    out: list[StoredLetter] = []
+    for record in records:
+        try:
+            letter = DeadLetter.model_validate_json(record.value or b"")
+        except ValidationError:
+            continue
+        out.append(StoredLetter(letter, record.partition, record.offset))
     out.sort(key=lambda s: (s.letter.rejected_at, s.partition, s.offset))
     return out
 

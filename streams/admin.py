@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
@@ -422,6 +423,46 @@ async def record_lifetimes_ms(settings: Settings) -> dict[str, int | None]:
         segment = int(state.values.get("segment.ms") or "0")
         lifetimes[name] = None if retention < 0 else retention + segment
     return lifetimes
+
+
+async def read_to_end(bootstrap: str, topic: str, *, wait: float) -> list[ConsumerRecord[Any, Any]]:
+    """Every record of ``topic`` up to its end offsets as they are when this is called,
+    in each partition's order (no consumer group, nothing committed).
+
+    Reading to the end offsets needs no expected count and no settling time: once the
+    writers are known to be done, it sees every record, duplicates included. ``wait``
+    bounds a broker that does not answer: past it, :class:`TimeoutError` says where
+    the read stood.
+    """
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    out: list[ConsumerRecord[Any, Any]] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        # Without a group, the consumer takes every partition once it has the metadata.
+        while not consumer.assignment():
+            if loop.time() >= deadline:
+                raise TimeoutError(f"{topic}: no partitions in the cluster metadata")
+            await asyncio.sleep(0.1)
+        tps = sorted(consumer.assignment())
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            if loop.time() >= deadline:
+                raise TimeoutError(f"{topic}: read {len(out)} records, end offsets {ends}")
+            batch = await consumer.getmany(*tps, timeout_ms=500)
+            for records in batch.values():
+                out.extend(records)
+        return out
+    finally:
+        await consumer.stop()
 
 
 async def prepare(settings: Settings) -> None:

@@ -28,6 +28,7 @@ from quota.calendar import BRUSSELS
 from schemas.declarations import DimonaDeclaration, DmfaDeclaration
 from schemas.settings import Settings
 from schemas.topics import DIMONA
+from streams.admin import read_to_end
 from streams.messages import dimona_command, dmfa_command
 
 REPO = Path(__file__).resolve().parent.parent
@@ -414,35 +415,7 @@ async def read_topic(bootstrap: str, topic: str, *, wait: float = 120.0) -> list
     end offsets sees every message, duplicates included. ``wait`` only bounds a broker
     that does not answer.
     """
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-    )
-    await consumer.start()
-    out: list[dict[str, Any]] = []
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        # Without a group, the consumer takes every partition once it has the metadata.
-        while not consumer.assignment():
-            if loop.time() >= deadline:
-                raise TimeoutError(f"{topic}: no partitions in the cluster metadata")
-            await asyncio.sleep(0.1)
-        tps = sorted(consumer.assignment())
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            if loop.time() >= deadline:
-                raise TimeoutError(f"{topic}: read {len(out)} messages, end offsets {ends}")
-            batch = await consumer.getmany(*tps, timeout_ms=500)
-            for records in batch.values():
-                out.extend(_decoded(r) for r in records)
-        return out
-    finally:
-        await consumer.stop()
+    return [_decoded(r) for r in await read_to_end(bootstrap, topic, wait=wait)]
 
 
 def _uninterrupted_run(
