@@ -15,8 +15,10 @@ measure:
 * ``relay``: every outbox row the one-worker run wrote, marked unsent and published again
   by one ``OutboxRelay`` (the one active relay), beside a plain producer sending the same
   rows (its ceiling, and the records/s that carries at the run's messages per record);
-* ``recompute``: a quota change for the year over the balances the one-worker run left,
-  in this process (``BatchProcessor.change_quota``, chunked);
+* ``recompute``: quota changes for the year over the balances the one-worker run left,
+  each recomputed by the per-partition commands it writes (``recompute_share``, chunked,
+  as the workers' ``quota.recompute`` lanes run them): all shares in one process, and
+  split over two processes at once (runs in the order 1 2 2 1, averaged);
   ``--recompute-copies K`` first copies the stored ledgers K times (students
   ``<ssin>-<n>``), to measure 10 x the students without replaying them;
 * ``rotation``: a month of access codes for every student of that database
@@ -415,37 +417,96 @@ async def _copy_ledgers(pool: asyncpg.Pool, copies: int) -> None:
                 )
 
 
+def _recompute_shares(settings: Settings, commands: list[str]) -> tuple[int, float]:
+    """Run recompute commands one after another, as one worker's recompute lane does;
+    return the balances changed and the process's CPU seconds. Also the body of each
+    process of the parallel measure (spawned: a fresh interpreter, as a worker is)."""
+    from schemas.answers import QuotaRecompute
+    from streams.processor import BatchProcessor
+
+    async def run() -> int:
+        pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+        try:
+            processor = BatchProcessor(pool, settings)
+            changed = 0
+            for body in commands:
+                changed += await processor.recompute_share(QuotaRecompute.model_validate_json(body))
+            return changed
+        finally:
+            await pool.close()
+
+    cpu = time.process_time()
+    changed = asyncio.run(run())
+    return changed, time.process_time() - cpu
+
+
 async def _recompute(settings: Settings, year: int, copies: int = 1) -> dict[str, Any]:
-    """A quota change of the year, recomputed in chunks as the worker's lane does."""
+    """Quota changes of the year, each recomputed by its per-partition commands (the
+    ``quota.recompute`` lane's work, without Kafka): all shares in one process, then
+    the shares split over two processes at once, then again in the other order (A B B A:
+    the second of two runs finds warmer caches). Each change moves every balance."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
     from schemas.answers import QuotaChange
+    from schemas.topics import QUOTA_RECOMPUTE
     from streams.processor import BatchProcessor
 
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=8)
+    loop = asyncio.get_running_loop()
+    quota = settings.quota_rules.quota(year)
+    runs: dict[int, list[float]] = {1: [], 2: []}
     try:
         if copies > 1:
             await _copy_ledgers(pool, copies)
         balances = int(await pool.fetchval("SELECT count(*) FROM balances WHERE year = $1", year))
-        quota = settings.quota_rules.quota(year)
-        change = QuotaChange(
-            event_id=f"bench-{uuid.uuid4().hex[:8]}",
-            year=year,
-            hours=quota - 25,
-            requested_at=datetime.now(UTC),
-        )
-        start = time.perf_counter()
-        changed = await BatchProcessor(pool, settings).change_quota(change)
-        seconds = time.perf_counter() - start
+        with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as executor:
+            # Started (and their imports done) before anything is timed.
+            await asyncio.gather(
+                *(loop.run_in_executor(executor, time.sleep, 0.5) for _ in range(2))
+            )
+            for n, processes in enumerate((1, 2, 2, 1)):
+                change = QuotaChange(
+                    event_id=f"bench-{uuid.uuid4().hex[:8]}",
+                    year=year,
+                    hours=quota - 25 * (1 - n % 2),
+                    requested_at=datetime.now(UTC),
+                )
+                await BatchProcessor(pool, settings).change_quota(change)
+                commands = [
+                    bytes(r["value"]).decode()
+                    for r in await pool.fetch(
+                        "DELETE FROM outbox WHERE topic = $1 RETURNING value", QUOTA_RECOMPUTE
+                    )
+                ]
+                start = time.perf_counter()
+                done = await asyncio.gather(
+                    *(
+                        loop.run_in_executor(
+                            executor, _recompute_shares, settings, commands[k::processes]
+                        )
+                        for k in range(processes)
+                    )
+                )
+                runs[processes].append(time.perf_counter() - start)
+                changed = sum(c for c, _ in done)
+                if changed != balances:
+                    raise RuntimeError(f"{changed} of {balances} balances recomputed")
         if copies > 1:  # the next measures run on the ledgers the pipeline stored
             async with pool.acquire() as conn, conn.transaction():
                 for table in reversed(_LEDGER_COPIES):
                     await conn.execute(f"DELETE FROM {table} WHERE position('-' in ssin) > 0")
     finally:
         await pool.close()
+    one, two = statistics.mean(runs[1]), statistics.mean(runs[2])
     return {
         "balances": balances,
-        "changed": changed,
-        "seconds": round(seconds, 2),
-        "per_second": round(balances / seconds) if seconds else 0,
+        "changed": balances,
+        "seconds": round(one, 2),
+        "per_second": round(balances / one),
+        "two_processes_seconds": round(two, 2),
+        "two_processes_per_second": round(balances / two),
+        "runs_seconds": {str(k): [round(x, 2) for x in v] for k, v in runs.items()},
     }
 
 
@@ -835,9 +896,17 @@ def table(result: dict[str, Any]) -> str:
     rec = one["recompute"]
     rows.append(
         (
-            f"quota recompute ({rec['balances']:,} balances)",
+            f"quota recompute ({rec['balances']:,} balances), one process",
             f"{rec['per_second']:,} balances/s",
-            f"{rec['seconds']} s",
+            f"{rec['seconds']} s (baseline)",
+        )
+    )
+    rows.append(
+        (
+            "  its shares over two processes",
+            f"{rec['two_processes_per_second']:,} balances/s",
+            f"{rec['two_processes_seconds']} s, "
+            f"{rec['two_processes_per_second'] / rec['per_second']:.2f} x one",
         )
     )
     relay = one["relay"]

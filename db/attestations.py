@@ -111,7 +111,7 @@ async def students_without_code(
     One read: the stored key hash (``students.key_hash``, Kafka's partitioner hash of the
     SSIN) picks the partition's students in SQL, an anti-join on the (ssin, month) key
     drops those who have their code, so a second rotation of the same month finds nothing.
-    Rows whose hash is still unknown are not selected: :func:`set_key_hashes` first.
+    Rows whose hash is still unknown are not selected: :func:`db.store.set_key_hashes` first.
     """
     rows = await conn.fetch(
         "SELECT s.ssin FROM students s WHERE s.key_hash % $3 = $2 AND NOT EXISTS"
@@ -122,48 +122,6 @@ async def students_without_code(
         partitions,
     )
     return [r["ssin"] for r in rows]
-
-
-async def lock_students_without_key_hash(
-    conn: asyncpg.Connection, *, after: str, limit: int
-) -> list[str]:
-    """Lock and return the next ``limit`` students (by SSIN, after ``after``) without a hash.
-
-    Rows from before the hash was stored; keyset pages, so each page starts where the last
-    ended instead of stepping again over the index entries of the rows already filled. In
-    the caller's transaction: the partial index of migration 0013 yields them in SSIN
-    order, the order every batch locks students in (:func:`db.store.lock_students`), so
-    this never deadlocks with a batch, and a second filler waits for the first and then
-    skips the rows it filled. Once every row has its hash this is one empty index probe.
-    """
-    rows = await conn.fetch(
-        "SELECT ssin FROM students WHERE key_hash IS NULL AND ssin > $1"
-        " ORDER BY ssin LIMIT $2 FOR UPDATE",
-        after,
-        limit,
-    )
-    return [r["ssin"] for r in rows]
-
-
-async def set_key_hashes(
-    conn: asyncpg.Connection, ssins: Sequence[str], hashes: Sequence[int]
-) -> None:
-    """Store the key hash of students locked by :func:`lock_students_without_key_hash`.
-
-    ``ssins`` in SSIN order: the range of the chunk keeps PostgreSQL to an index range
-    scan instead of a pass over the whole table per chunk.
-    """
-    if not ssins:
-        return
-    await conn.execute(
-        "UPDATE students s SET key_hash = u.key_hash"
-        " FROM unnest($1::text[], $2::integer[]) AS u(ssin, key_hash)"
-        " WHERE s.ssin = u.ssin AND s.key_hash IS NULL AND s.ssin BETWEEN $3 AND $4",
-        ssins,
-        hashes,
-        ssins[0],
-        ssins[-1],
-    )
 
 
 async def record_rotation(

@@ -24,6 +24,8 @@ class OutboxMessage:
     topic: str
     key: bytes | None
     value: bytes
+    #: The partition the message is for; None: the key's (the default partitioner).
+    partition: int | None = None
 
 
 @dataclass(frozen=True)
@@ -83,13 +85,32 @@ async def existing_period_ids(conn: asyncpg.Connection, period_ids: Sequence[str
     return {r["period_id"] for r in rows}
 
 
-async def ssins_with_data_in_year(conn: asyncpg.Connection, year: int) -> list[str]:
-    rows = await conn.fetch(
+async def ssins_with_data_in_year(
+    conn: asyncpg.Connection, year: int, share: tuple[int, int] | None = None
+) -> list[str]:
+    """The students with a period or a wage report in ``year``, in SSIN order.
+
+    ``share`` = (partition, partitions) keeps those whose key hash falls on that
+    partition (``key_hash % partitions``, see :mod:`schemas.partitioning`): the shares
+    of 0 .. partitions - 1 divide the students between them, once their key hashes are
+    filled in (rows from before migration 0013 may still lack theirs).
+    """
+    query = (
         "SELECT ssin FROM periods WHERE start_date >= make_date($1, 1, 1)"
         " AND start_date < make_date($1 + 1, 1, 1)"
-        " UNION SELECT ssin FROM wage_reports WHERE year = $1 ORDER BY 1",
-        year,
+        " UNION SELECT ssin FROM wage_reports WHERE year = $1"
     )
+    if share is None:
+        rows = await conn.fetch(f"{query} ORDER BY 1", year)
+    else:
+        partition, partitions = share
+        rows = await conn.fetch(
+            f"SELECT s.ssin FROM ({query}) AS y JOIN students s USING (ssin)"
+            " WHERE s.key_hash % $2 = $3 ORDER BY 1",
+            year,
+            partitions,
+            partition,
+        )
     return [r["ssin"] for r in rows]
 
 
@@ -309,12 +330,13 @@ async def enqueue(conn: asyncpg.Connection, messages: Sequence[OutboxMessage]) -
     """Add messages to the outbox, in order, in the caller's transaction."""
     if messages:
         await conn.execute(
-            "INSERT INTO outbox (topic, key, value)"
-            " SELECT t, k, v FROM unnest($1::text[], $2::bytea[], $3::bytea[])"
-            " WITH ORDINALITY AS m(t, k, v, n) ORDER BY n",
+            "INSERT INTO outbox (topic, key, value, partition)"
+            " SELECT t, k, v, p FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::int[])"
+            " WITH ORDINALITY AS m(t, k, v, p, n) ORDER BY n",
             [m.topic for m in messages],
             [m.key for m in messages],
             [m.value for m in messages],
+            [m.partition for m in messages],
         )
 
 
@@ -462,3 +484,45 @@ async def prune_applied_events(conn: asyncpg.Connection, before: datetime) -> in
     """
     result: str = await conn.execute("DELETE FROM applied_events WHERE applied_at < $1", before)
     return int(result.rsplit(" ", 1)[-1])
+
+
+async def lock_students_without_key_hash(
+    conn: asyncpg.Connection, *, after: str, limit: int
+) -> list[str]:
+    """Lock and return the next ``limit`` students (by SSIN, after ``after``) without a hash.
+
+    Rows from before the hash was stored; keyset pages, so each page starts where the last
+    ended instead of stepping again over the index entries of the rows already filled. In
+    the caller's transaction: the partial index of migration 0013 yields them in SSIN
+    order, the order every batch locks students in (:func:`db.store.lock_students`), so
+    this never deadlocks with a batch, and a second filler waits for the first and then
+    skips the rows it filled. Once every row has its hash this is one empty index probe.
+    """
+    rows = await conn.fetch(
+        "SELECT ssin FROM students WHERE key_hash IS NULL AND ssin > $1"
+        " ORDER BY ssin LIMIT $2 FOR UPDATE",
+        after,
+        limit,
+    )
+    return [r["ssin"] for r in rows]
+
+
+async def set_key_hashes(
+    conn: asyncpg.Connection, ssins: Sequence[str], hashes: Sequence[int]
+) -> None:
+    """Store the key hash of students locked by :func:`lock_students_without_key_hash`.
+
+    ``ssins`` in SSIN order: the range of the chunk keeps PostgreSQL to an index range
+    scan instead of a pass over the whole table per chunk.
+    """
+    if not ssins:
+        return
+    await conn.execute(
+        "UPDATE students s SET key_hash = u.key_hash"
+        " FROM unnest($1::text[], $2::integer[]) AS u(ssin, key_hash)"
+        " WHERE s.ssin = u.ssin AND s.key_hash IS NULL AND s.ssin BETWEEN $3 AND $4",
+        ssins,
+        hashes,
+        ssins[0],
+        ssins[-1],
+    )

@@ -248,7 +248,7 @@ class OutboxRelay:
         only rows of other partitions (never ordered against it) can be ahead of it.
         """
         rows = await conn.fetch(
-            "SELECT id, topic, key, value FROM outbox"
+            "SELECT id, topic, key, value, partition FROM outbox"
             " WHERE sent_at IS NULL AND failed_at IS NULL ORDER BY id LIMIT $1",
             self._settings.relay_batch,
         )
@@ -290,7 +290,12 @@ class OutboxRelay:
                     # The client would wait for metadata that never comes, then call the
                     # topic unknown (transient) and stall the relay on this row forever.
                     raise InvalidTopicError(f"{topic!r} is not a legal topic name")
-                future = await producer.send(topic, value=row["value"], key=row["key"])
+                future = await producer.send(
+                    topic,
+                    value=row["value"],
+                    key=row["key"],
+                    partition=await self._partition(producer, topic, row["partition"]),
+                )
             except Exception as error:
                 if is_permanent(error):
                     # Refused before it was queued (too large, illegal topic): this row
@@ -316,6 +321,15 @@ class OutboxRelay:
             elif result.transient is None:
                 result.transient = outcome
         return result
+
+    @staticmethod
+    async def _partition(producer: AIOKafkaProducer, topic: str, wanted: int | None) -> int | None:
+        """The partition a row names, folded onto the topic's partitions (a topic given
+        fewer partitions than the worker was configured with must not stall the relay on
+        a row it cannot place); None for the rows placed by their key."""
+        if wanted is None:
+            return None
+        return wanted % len(await producer.partitions_for(topic))
 
     async def _record(self, conn: asyncpg.Connection, result: _BatchResult) -> None:
         """Mark what was acknowledged sent, and what was refused failed, in one go."""

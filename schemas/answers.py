@@ -180,3 +180,27 @@ class QuotaChange(Contract):
     hours: int = Field(ge=0, le=10_000)
     requested_at: AwareDatetime
     requested_by: str = "operator"
+
+
+class QuotaRecompute(Contract):
+    """Recompute a share of a year's balances (``quota.recompute``, key: the partition).
+
+    The quota lane writes one per partition when it applies a :class:`QuotaChange`, in
+    the change's own transaction, so the workers holding those partitions recompute the
+    year between them. The share is the students whose key hash falls on ``partition``
+    of ``partitions`` (the partition their declarations go to); the quota is read from
+    the database, not from the command, so a command redelivered after a later change
+    recomputes with the quota then in force.
+    """
+
+    event_id: str = Field(min_length=1, max_length=160)
+    year: int = Field(ge=2000, le=2100)
+    partition: int = Field(ge=0)
+    partitions: int = Field(ge=1)
+    requested_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _partition_in_range(self) -> QuotaRecompute:
+        if self.partition >= self.partitions:
+            raise ValueError(f"partition {self.partition} is not one of {self.partitions}")
+        return self

@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
-from schemas.answers import BalanceEvent, DeadLetter, DimonaAnswer, LedgerEvent, QuotaChange
+from schemas.answers import (
+    BalanceEvent,
+    DeadLetter,
+    DimonaAnswer,
+    LedgerEvent,
+    QuotaChange,
+    QuotaRecompute,
+)
 from schemas.attestations import (
     AccessCodeRotation,
     AttestationIssued,
@@ -29,6 +36,7 @@ BALANCES = "student.balances"
 LEDGER = "student.ledger"
 REJECTED = "declarations.rejected"
 QUOTA_CHANGES = "quota.changes"
+QUOTA_RECOMPUTE = "quota.recompute"
 ATTESTATION_REQUESTS = "attestation.requests"
 ATTESTATIONS_ISSUED = "attestations.issued"
 EBOX_DELIVERIES = "ebox.deliveries"
@@ -86,6 +94,12 @@ TOPICS: tuple[TopicSpec, ...] = (
     ),
     TopicSpec(REJECTED, DeadLetter, "original key", "dead letters with raw bytes and reason"),
     TopicSpec(QUOTA_CHANGES, QuotaChange, "year", "quota of a year changed", partitions=1),
+    TopicSpec(
+        QUOTA_RECOMPUTE,
+        QuotaRecompute,
+        "partition number",
+        "a year's balances to recompute after a quota change, one command per partition",
+    ),
     TopicSpec(ATTESTATION_REQUESTS, AttestationRequest, "SSIN", "a student asks an attestation"),
     TopicSpec(ATTESTATIONS_ISSUED, AttestationIssued, "SSIN", "an attestation was issued"),
     TopicSpec(EBOX_DELIVERIES, EboxDelivery, "SSIN", "attestation PDFs for the student's eBox"),

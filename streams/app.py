@@ -20,8 +20,8 @@ from typing import Any
 import faust
 
 from schemas.settings import Settings
-from schemas.topics import DIMONA, DMFA, QUOTA_CHANGES
-from streams.processor import BatchProcessor, QuotaChangeHandler
+from schemas.topics import DIMONA, DMFA, QUOTA_CHANGES, QUOTA_RECOMPUTE
+from streams.processor import BatchProcessor, QuotaChangeHandler, QuotaRecomputeHandler
 from streams.runtime import Clock, InputLane, RecordHandler, WorkerState, utc_now
 
 log = logging.getLogger(__name__)
@@ -35,13 +35,21 @@ def create_lanes(
 ) -> list[InputLane]:
     """One lane for the ledger (Dimona and DmfA: co-partitioned, so one consumer holds
     a student's partitions of both declaration topics, merged in timestamp order), one
-    for quota changes (a recompute runs in chunks beside the ledger's batches, never in
-    front of them), one per other input, so a slow PDF batch never holds a declaration
+    for quota changes and one for the recompute commands they write (a recompute runs in
+    chunks beside the ledger's batches, never in front of them, shared by the workers
+    by partition), one per other input, so a slow PDF batch never holds a declaration
     back."""
     handlers: dict[str, RecordHandler] = {DIMONA: processor, DMFA: processor}
     lanes = [
         InputLane("ledger", settings, handlers),
         InputLane(QUOTA_CHANGES, settings, {QUOTA_CHANGES: QuotaChangeHandler(processor)}),
+        # One command at a time: a share of a big year is minutes of chunks.
+        InputLane(
+            QUOTA_RECOMPUTE,
+            settings,
+            {QUOTA_RECOMPUTE: QuotaRecomputeHandler(processor)},
+            max_batch=1,
+        ),
     ]
     for topic, (handler, batch) in extra.items():
         lanes.append(InputLane(topic, settings, {topic: handler}, max_batch=batch))

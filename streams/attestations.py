@@ -76,6 +76,7 @@ from schemas.topics import (
 )
 from streams import metrics
 from streams.attestation_pdf import AttestationDocument, PdfRenderer
+from streams.key_hashes import fill_key_hashes
 from streams.messages import describe_validation_error
 from streams.processor import Rejection, dead_letter_message, quarantine_record
 from streams.runtime import RawRecord, RecordHandler
@@ -92,9 +93,6 @@ REQUEST_EVENT_PREFIX = "attestation:"
 #: Students per chunk of a rotation: minted in one go, stored by one bulk insert in one
 #: short transaction (the next chunk is minted meanwhile).
 ROTATION_CHUNK = 5000
-
-#: Students whose missing key hash is filled in per transaction (rows older than the column).
-KEY_HASH_CHUNK = 10_000
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,31 +209,6 @@ class AccessCodes:
         if missing:  # only a digest collision three times in a row gets here
             raise RuntimeError(f"could not store access codes for {len(missing)} students")
         return {ssin: self.unseal(code) for ssin, code in stored.items()}
-
-
-def _key_hashes(ssins: Sequence[str]) -> list[int]:
-    return [student_key_hash(ssin) for ssin in ssins]
-
-
-async def fill_key_hashes(pool: asyncpg.Pool, *, chunk: int = KEY_HASH_CHUNK) -> int:
-    """Store the partitioner hash of every student that has none yet; return how many.
-
-    Rows written before the ``key_hash`` column existed (or by a worker of an older
-    version during a rolling upgrade) have none, and a rotation selects students by it.
-    A worker runs this when it starts and every rotation first; once all are filled it
-    costs one empty index probe.
-    """
-    filled = 0
-    after = ""
-    while True:
-        async with pool.acquire() as conn, conn.transaction():
-            ssins = await queries.lock_students_without_key_hash(conn, after=after, limit=chunk)
-            if not ssins:
-                return filled
-            hashes = await asyncio.to_thread(_key_hashes, ssins)
-            await queries.set_key_hashes(conn, ssins, hashes)
-        filled += len(ssins)
-        after = ssins[-1]
 
 
 async def store_rotated_codes(conn: asyncpg.Connection, new: queries.NewCodes) -> int:
@@ -763,7 +736,6 @@ __all__ = [
     "MonthCode",
     "attestation_years",
     "code_valid_on",
-    "fill_key_hashes",
     "partition_of",
     "register_agents",
     "rotate_partition",

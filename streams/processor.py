@@ -32,7 +32,7 @@ from quota import (
     refreshed_balances,
 )
 from quota.balance import Balance
-from schemas.answers import AnswerAction, AnsweredRecord, QuotaChange
+from schemas.answers import AnswerAction, AnsweredRecord, QuotaChange, QuotaRecompute
 from schemas.declarations import DimonaDeclaration, DmfaDeclaration
 from schemas.identifiers import normalize_ssin
 from schemas.settings import Settings
@@ -42,10 +42,12 @@ from schemas.topics import (
     DIMONA,
     DMFA,
     LEDGER,
+    QUOTA_RECOMPUTE,
     REJECTED,
     declarant_answer_topic,
 )
 from streams import metrics
+from streams.key_hashes import fill_key_hashes
 from streams.logs import record_fields
 from streams.messages import (
     answer_for,
@@ -689,27 +691,86 @@ class BatchProcessor:
             return 0
         return await self.change_quota(change)
 
-    async def change_quota(self, change: QuotaChange, *, chunk: int | None = None) -> int:
-        """Apply a quota change, then recompute every balance of its year in chunks.
+    async def change_quota(self, change: QuotaChange) -> int:
+        """Apply a quota change and write the commands that recompute its year.
 
-        The change itself is one short transaction under the exclusive quota lock: once
-        it commits, every batch (which reads the quota under the shared lock) decides
-        with the new quota. The balances stored before it are then recomputed in chunks
-        of students, each its own transaction (:meth:`_recompute_year`), while batches
-        go on. A change already applied (a redelivery after a crash or a rebalance
-        mid-recompute) recomputes what is left. Returns the number of balances changed.
+        The change is one short transaction under the exclusive quota lock: once it
+        commits, every batch (which reads the quota under the shared lock) decides with
+        the new quota. The same transaction writes one :class:`QuotaRecompute` per
+        partition of ``quota.recompute`` to the outbox, so the workers holding those
+        partitions recompute the balances stored before it between them
+        (:meth:`recompute_share`), chunk by chunk, while batches go on; the change is
+        never applied without its commands. A change already applied (a redelivery)
+        writes nothing again. Returns the number of commands written.
         """
         event_id = f"quota:{change.event_id}"
+        partitions = self._settings.partitions
+        commands = [
+            QuotaRecompute(
+                event_id=f"{event_id}:{partition}/{partitions}",
+                year=change.year,
+                partition=partition,
+                partitions=partitions,
+                requested_at=change.requested_at,
+            )
+            for partition in range(partitions)
+        ]
         async with self._pool.acquire() as conn, conn.transaction():
             await store.quota_overrides(conn, exclusive=True)
-            if not await store.already_applied(conn, [event_id]):
-                await store.set_quota(conn, change.year, change.hours, change.event_id)
-                await store.record_applied(conn, [event_id])
-        changed = await self._recompute_year(change.year, chunk)
+            if await store.already_applied(conn, [event_id]):
+                return 0
+            await store.set_quota(conn, change.year, change.hours, change.event_id)
+            await store.record_applied(conn, [event_id])
+            await store.enqueue(
+                conn,
+                [
+                    OutboxMessage(
+                        QUOTA_RECOMPUTE,
+                        str(c.partition).encode(),
+                        c.to_json_bytes(),
+                        partition=c.partition,
+                    )
+                    for c in commands
+                ],
+            )
         metrics.QUOTA_RECOMPUTATIONS.labels("change").inc()
+        log.info(
+            "quota %d set to %d hours: its balances are recomputed in %d shares",
+            change.year,
+            change.hours,
+            partitions,
+        )
+        return len(commands)
+
+    async def process_recompute(self, record: RawRecord) -> int:
+        """Apply one record of ``quota.recompute``; an invalid one becomes a dead letter."""
+        try:
+            command = QuotaRecompute.model_validate_json(record.value or b"")
+        except ValidationError as error:
+            await self._refuse(
+                Rejection(record, describe_validation_error(error), refusal_code(error))
+            )
+            return 0
+        return await self.recompute_share(command)
+
+    async def recompute_share(self, command: QuotaRecompute, *, chunk: int | None = None) -> int:
+        """Recompute, store and publish the balances of the command's share of its year.
+
+        The share is the students whose key hash falls on the command's partition. Run
+        again (a redelivery after a crash or a rebalance mid-share), it stores and
+        publishes only what is still different. Returns the number of balances changed.
+        """
+        await fill_key_hashes(self._pool)
+        changed = await self._recompute_year(
+            command.year, chunk, share=(command.partition, command.partitions)
+        )
         metrics.BALANCES_CHANGED.inc(changed)
         log.info(
-            "quota %d set to %d hours: %d balances changed", change.year, change.hours, changed
+            "balances of %d, share %d of %d, recomputed: %d changed",
+            command.year,
+            command.partition,
+            command.partitions,
+            changed,
         )
         return changed
 
@@ -719,10 +780,11 @@ class BatchProcessor:
 
         A quota changed only in configuration (``STUDENTWORK_QUOTA_HOURS``) reaches the
         balances of students who send nothing more only this way; the worker calls it at
-        start. It also finishes a recompute that a crash cut short. The stored balances
-        say which quota they were computed with, so the check needs no copy of the
-        configuration, and a second run (another worker starting) finds nothing to do.
-        Returns the number of balances changed per recomputed year.
+        start. It also finishes a recompute whose commands were lost with the outbox
+        rows of a restored database. The stored balances say which quota they were
+        computed with, so the check needs no copy of the configuration, and a second
+        run (another worker starting) finds nothing to do. Returns the number of
+        balances changed per recomputed year.
         """
         async with self._pool.acquire() as conn, conn.transaction():
             overrides = await store.quota_overrides(conn)
@@ -743,22 +805,25 @@ class BatchProcessor:
             )
         return changed
 
-    async def _recompute_year(self, year: int, chunk: int | None) -> int:
-        """Recompute, store and publish every balance of ``year`` the quota changes.
+    async def _recompute_year(
+        self, year: int, chunk: int | None, *, share: tuple[int, int] | None = None
+    ) -> int:
+        """Recompute, store and publish every balance of ``year`` (of the students of
+        ``share``, a (partition, partitions) pair, if given) the quota changes.
 
         Why no batch decides with a stale quota: the quota is read in every batch under
         the shared quota lock, and the change committed under the exclusive one before
-        this starts, so a batch either committed before the change (and its students
-        are in the list read below, recomputed by a chunk) or reads the new quota. A
-        chunk takes the shared lock and its students' row locks (in SSIN order, as a
-        batch does) and reads the quota again, so it and a batch on the same student
-        serialise and the later one computes from the other's committed ledger.
-        Students who get their first period of the year after the list was read are
-        decided by batches with the new quota.
+        this starts (its commands are written in its transaction), so a batch either
+        committed before the change (and its students are in the list read below,
+        recomputed by a chunk) or reads the new quota. A chunk takes the shared lock and
+        its students' row locks (in SSIN order, as a batch does) and reads the quota
+        again, so it and a batch on the same student serialise and the later one
+        computes from the other's committed ledger. Students who get their first period
+        of the year after the list was read are decided by batches with the new quota.
         """
         size = chunk or self._settings.quota_recompute_chunk
         async with self._pool.acquire() as conn:
-            ssins = await store.ssins_with_data_in_year(conn, year)
+            ssins = await store.ssins_with_data_in_year(conn, year, share)
         changed = 0
         for start in range(0, len(ssins), size):
             changed += await retry_transient(
@@ -790,11 +855,28 @@ async def reconcile_configured_quota(settings: Settings, clock: Clock = utc_now)
 class QuotaChangeHandler:
     """The :class:`streams.runtime.RecordHandler` of ``quota.changes``.
 
-    Each change is its own short transaction, then its year is recomputed in chunks
-    (:meth:`BatchProcessor.change_quota`) in this lane, beside the ledger lane; a
-    change applied before a later one in the batch failed only finishes its recompute
-    when the runtime retries it.
+    Each change is its own short transaction that also writes the commands recomputing
+    its year (:meth:`BatchProcessor.change_quota`); the recompute itself runs in the
+    ``quota.recompute`` lanes of the workers (:class:`QuotaRecomputeHandler`).
     """
+
+    def __init__(self, processor: BatchProcessor) -> None:
+        self._processor = processor
+
+    async def apply(self, records: Sequence[RawRecord]) -> int:
+        written = 0
+        for record in records:
+            written += await self._processor.process_quota_change(record)
+        return written
+
+    async def quarantine(self, record: RawRecord, error: BaseException) -> None:
+        await self._processor.quarantine(record, error)
+
+
+class QuotaRecomputeHandler:
+    """The :class:`streams.runtime.RecordHandler` of ``quota.recompute``: each command
+    recomputes its share of a year in chunks (:meth:`BatchProcessor.recompute_share`),
+    in a lane beside the ledger's, never in front of its batches."""
 
     def __init__(self, processor: BatchProcessor) -> None:
         self._processor = processor
@@ -802,7 +884,7 @@ class QuotaChangeHandler:
     async def apply(self, records: Sequence[RawRecord]) -> int:
         changed = 0
         for record in records:
-            changed += await self._processor.process_quota_change(record)
+            changed += await self._processor.process_recompute(record)
         return changed
 
     async def quarantine(self, record: RawRecord, error: BaseException) -> None:

@@ -182,6 +182,10 @@ async def test_ready_and_live(pipeline: Pipeline, settled: str) -> None:
     ]
     # Quota changes have a lane of their own (a recompute runs beside the batches).
     assert body["lanes"]["quota.changes"] == [f"{pipeline.topic('quota.changes')}[0]"]
+    # And the recompute commands it writes, one per partition, a lane too.
+    assert body["lanes"]["quota.recompute"] == [
+        f"{pipeline.topic('quota.recompute')}[{p}]" for p in (0, 1)
+    ]
     assert health.status_code == 200 and health.json()["status"] == "ok"
 
 

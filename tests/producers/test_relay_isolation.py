@@ -32,8 +32,9 @@ from db.migrate import migrate
 from db.store import OutboxMessage
 from producers.relay import OutboxRelay, failed_count, is_permanent, pending_count
 from schemas.answers import DeadLetter
+from schemas.partitioning import key_hash, partition_of_key
 from schemas.settings import Settings
-from schemas.topics import ACKS, REJECTED
+from schemas.topics import ACKS, QUOTA_RECOMPUTE, REJECTED
 from streams.admin import ensure_topics
 from tests.support import STUDENT, Pipeline, collect
 
@@ -215,6 +216,29 @@ async def test_an_illegal_topic_name_is_isolated_rather_than_waited_for(
     assert "InvalidTopicError" in rows[ids[1]]["failure"]
     letter = letter_of(await collect(b, settings.topic(REJECTED), count=1, settle=0.5))
     assert letter.topic == settings.topic("no spaces allowed!")
+
+
+async def test_a_row_naming_its_partition_is_published_there(settings: Settings) -> None:
+    # The quota lane's recompute commands: one per partition, whatever their keys hash to.
+    # A partition past the topic's count (a topic created smaller than configured) is
+    # folded onto it rather than left to stall the relay.
+    assert settings.partitions == 2
+    await enqueue(
+        settings.database_url,
+        [
+            OutboxMessage(QUOTA_RECOMPUTE, b"same", small(0), partition=0),
+            OutboxMessage(QUOTA_RECOMPUTE, b"same", small(1), partition=1),
+            OutboxMessage(QUOTA_RECOMPUTE, b"same", small(3), partition=3),
+            OutboxMessage(QUOTA_RECOMPUTE, b"same", small(9)),
+        ],
+    )
+    await relay_until_settled(settings, failed=0)
+    published = await collect(
+        settings.kafka_bootstrap, settings.topic(QUOTA_RECOMPUTE), count=4, settle=0.5
+    )
+    by_value = {m["value"]["n"]: m["partition"] for m in published}
+    by_key = partition_of_key(key_hash(b"same"), 2)
+    assert by_value == {0: 0, 1: 1, 3: 1, 9: by_key}
 
 
 async def test_an_unreachable_broker_fails_no_row(database_url: str) -> None:

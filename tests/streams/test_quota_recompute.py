@@ -3,8 +3,9 @@
 STUDENTS students each have 300 hours of 2026 in the ledger, under an operator's quota
 of 475 hours (seeded by the batch processor itself, in this process, on the real
 database). A worker (a real process) then reads a quota change to 600 hours, recomputed
-in chunks of 50 students; once the recompute has begun, declarations of 250 more hours
-for some of those students are published. They must be answered before the recompute's
+by the commands it writes for every partition, in chunks of 50 students; once the
+recompute has begun, declarations of 250 more hours for some of those students are
+published. They must be answered before the recompute's
 last chunk commits, decided with the new quota (250 reduced hours, none ordinary: under
 475 it would be 175 and 75), and when the recompute is done no balance of the year is
 left with the old quota: every one is exactly what 600 hours give.
@@ -26,7 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from db import store
 from db.migrate import migrate
-from schemas.topics import ACKS, BALANCES, DIMONA, QUOTA_CHANGES
+from schemas.topics import ACKS, BALANCES, DIMONA, QUOTA_CHANGES, QUOTA_RECOMPUTE
 from streams.processor import BatchProcessor, RawRecord
 from tests.streams.resilience import DEADLINE_SECONDS, Fleet
 from tests.support import (
@@ -153,15 +154,20 @@ async def test_declarations_are_answered_during_a_recompute_and_none_keeps_the_o
             " AND convert_from(value, 'UTF8')::jsonb ->> 'inReplyTo' LIKE 'late-%'"
         )
         await wait_for(fleet, conn, answers, LATE_COMERS, ACKS)
-        # The whole year recomputed: the quota lane committed the change.
-        tp = TopicPartition(pipeline.topic(QUOTA_CHANGES), 0)
-        group = f"{pipeline.env()['STUDENTWORK_APP_ID']}.{QUOTA_CHANGES}"
+        # The whole year recomputed: the recompute lane committed the command of every
+        # partition (the quota lane wrote one per partition with the change).
+        group = f"{pipeline.env()['STUDENTWORK_APP_ID']}.{QUOTA_RECOMPUTE}"
+        shares = [
+            TopicPartition(pipeline.topic(QUOTA_RECOMPUTE), p)
+            for p in range(pipeline.settings().partitions)
+        ]
         deadline = time.monotonic() + DEADLINE_SECONDS
-        while await committed(pipeline, group, tp) < 1:
-            fleet.check_alive()
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the quota change was not committed in {DEADLINE_SECONDS} s")
-            await asyncio.sleep(0.2)
+        for tp in shares:
+            while await committed(pipeline, group, tp) < 1:
+                fleet.check_alive()
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{tp} was not recomputed in {DEADLINE_SECONDS} s")
+                await asyncio.sleep(0.2)
         outbox = [
             (row["id"], row["topic"], json.loads(row["value"]))
             for row in await conn.fetch(

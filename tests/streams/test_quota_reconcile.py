@@ -11,7 +11,7 @@ import pytest
 
 from db.migrate import migrate
 from schemas.settings import Settings
-from schemas.topics import BALANCES, DIMONA, QUOTA_CHANGES
+from schemas.topics import BALANCES, DIMONA, QUOTA_CHANGES, QUOTA_RECOMPUTE
 from streams.processor import BatchProcessor, RawRecord, reconcile_configured_quota
 from tests.support import STUDENT, brussels_millis, dimona_in, valid_ssin
 
@@ -100,7 +100,22 @@ async def test_an_operators_change_is_the_effective_quota(
         "requestedAt": "2025-03-01T09:00:00Z",
     }
     raw = RawRecord(QUOTA_CHANGES, 0, 0, None, b"2025", json.dumps(change).encode())
-    assert await processor.process_quota_change(raw) == 1
+    # The change writes one recompute command per partition; the shares, run as the
+    # workers' recompute lanes run them, change the one balance of the year.
+    assert await processor.process_quota_change(raw) == settings.partitions
+    commands = await pool.fetch(
+        "SELECT partition, key, value FROM outbox WHERE topic = $1 ORDER BY id", QUOTA_RECOMPUTE
+    )
+    assert [r["partition"] for r in commands] == list(range(settings.partitions))
+    changed = [
+        await processor.process_recompute(
+            RawRecord(QUOTA_RECOMPUTE, r["partition"], 0, None, r["key"], r["value"])
+        )
+        for r in commands
+    ]
+    assert sum(changed) == 1
+    # Applied once: a redelivered change writes no command again.
+    assert await processor.process_quota_change(raw) == 0
     # Configuration says 650, the operator said 475: the operator's change stands.
     assert await processor.reconcile_quota() == {}
     assert (await stored(pool))[(STUDENT, 2025)][:2] == (475, 0)
