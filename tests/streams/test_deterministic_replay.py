@@ -3,7 +3,8 @@
 One simulated year (producers/simulator.py: Dimona and DmfA of many students, late,
 invalid and repeated records included) is published once; then it is replayed three
 times into three empty databases, each by a consumer group of its own: one worker with
-small batches, one worker with large batches, and two workers in one group. Every
+small batches, one worker with large batches, and two workers in one group, the second
+joining mid-stream and leaving again before the end (two rebalances). Every
 balance document must be identical in the three, terms and the order of their terms
 included (the worker merges a student's Dimona and DmfA partitions in broker-timestamp
 order, see docs/ARCHITECTURE.md), and no worker may have had to give up waiting for
@@ -61,9 +62,12 @@ async def end_offsets(pipeline: Pipeline) -> dict[TopicPartition, int]:
         await consumer.stop()
 
 
-async def wait_consumed(fleet: Fleet, group: str, ends: dict[TopicPartition, int]) -> None:
-    """Until the group committed every declaration up to the end offsets (a lane commits
-    only after its transaction), and the outbox is drained."""
+async def wait_consumed(
+    fleet: Fleet, group: str, ends: dict[TopicPartition, int], fraction: float = 1.0
+) -> int:
+    """Until the group committed ``fraction`` of the declarations up to the end offsets
+    (every one by default: a lane commits only after its transaction); returns how many
+    it had committed then."""
     admin = AIOKafkaAdminClient(bootstrap_servers=fleet.pipeline.kafka_bootstrap)
     await admin.start()
     deadline = time.monotonic() + DEADLINE_SECONDS
@@ -71,8 +75,14 @@ async def wait_consumed(fleet: Fleet, group: str, ends: dict[TopicPartition, int
         while True:
             fleet.check_alive()
             committed = await admin.list_consumer_group_offsets(group)
-            if all(tp in committed and committed[tp].offset >= end for tp, end in ends.items()):
-                return
+            done = sum(
+                min(committed[tp].offset, end) for tp, end in ends.items() if tp in committed
+            )
+            if fraction >= 1.0:
+                if all(tp in committed and committed[tp].offset >= e for tp, e in ends.items()):
+                    return done
+            elif done >= fraction * sum(ends.values()):
+                return done
             if time.monotonic() > deadline:
                 raise AssertionError(f"group {group} committed {committed}, ends {ends}")
             await asyncio.sleep(0.2)
@@ -94,8 +104,14 @@ async def replay(
     workers: int,
     batch_size: int,
     ends: dict[TopicPartition, int],
+    join_and_leave: bool = False,
 ) -> list[tuple[object, ...]]:
-    """The balances after ``workers`` workers of a new group read the whole year."""
+    """The balances after ``workers`` workers of a new group read the whole year.
+
+    ``join_and_leave`` (two workers): the second joins once a quarter of the year is
+    committed and leaves (SIGTERM: it finishes its batch and leaves the group) once half
+    is, so the partitions change hands twice mid-stream.
+    """
     async with throwaway_database(admin_dsn, label) as url:
         app_id = f"sw-{pipeline.prefix.rstrip('.')}-{label}"
         run = dataclasses.replace(
@@ -109,11 +125,22 @@ async def replay(
             },
         )
         fleet = Fleet(run, logs)
+        group = f"{app_id}.ledger"
         try:
-            started = [fleet.start("worker", ready=False) for _ in range(workers)]
-            for worker in started:
-                worker.wait_ready(timeout=DEADLINE_SECONDS)
-            await wait_consumed(fleet, f"{app_id}.ledger", ends)
+            if join_and_leave:
+                fleet.start("worker")
+                joined_at = await wait_consumed(fleet, group, ends, 0.25)
+                second = fleet.start("worker")
+                left_at = await wait_consumed(fleet, group, ends, 0.5)
+                fleet.stop(second)
+                total = sum(ends.values())
+                assert left_at < total, "the year was applied before the second worker left"
+                print(f"\nsecond worker joined at {joined_at}, left at {left_at} of {total}")
+            else:
+                started = [fleet.start("worker", ready=False) for _ in range(workers)]
+                for worker in started:
+                    worker.wait_ready(timeout=DEADLINE_SECONDS)
+            await wait_consumed(fleet, group, ends)
         finally:
             fleet.stop_all()
         for worker in fleet_logs(logs):
@@ -146,7 +173,14 @@ async def test_a_replayed_year_gives_the_same_balances_whatever_the_batching_and
         pipeline, postgres_admin_dsn, tmp_path / "b", "b", workers=1, batch_size=1000, ends=ends
     )
     two = await replay(
-        pipeline, postgres_admin_dsn, tmp_path / "c", "c", workers=2, batch_size=100, ends=ends
+        pipeline,
+        postgres_admin_dsn,
+        tmp_path / "c",
+        "c",
+        workers=2,
+        batch_size=100,
+        ends=ends,
+        join_and_leave=True,
     )
 
     assert len(small) > STUDENTS // 2
