@@ -128,7 +128,7 @@ def _tranches(seqs: Sequence[int], hours: Sequence[int]) -> tuple[Tranche, ...]:
 
 def period_from_row(r: asyncpg.Record) -> Period:
     """A ``periods`` row as the domain core's :class:`Period`."""
-    return Period(
+    return Period.restore(
         period_id=r["period_id"],
         employer=r["employer"],
         declarant=r["declarant"],
@@ -149,7 +149,7 @@ def wage_report_from_row(r: asyncpg.Record) -> WageReport:
     before migration 0006 have no places: None, derived by the domain core)."""
     seqs, hours = r["tranche_seqs"], r["tranche_hours"]
     tranches = None if seqs is None else _tranches(seqs, hours)
-    return WageReport(
+    return WageReport.restore(
         employer=r["employer"],
         year=int(r["year"]),
         quarter=int(r["quarter"]),

@@ -64,14 +64,33 @@ async def lock_students(conn: asyncpg.Connection, ssins: Iterable[str]) -> dict[
     return {r["ssin"]: r["next_seq"] for r in rows}
 
 
-async def load_ledgers(conn: asyncpg.Connection, ssins: Iterable[str]) -> dict[str, StudentLedger]:
-    """The ledgers of the given students (locked with :func:`lock_students`)."""
+async def load_ledgers(
+    conn: asyncpg.Connection, ssins: Iterable[str], year: int | None = None
+) -> dict[str, StudentLedger]:
+    """The ledgers of the given students (locked with :func:`lock_students`).
+
+    With ``year``, only that year's periods (by start date) and wage reports: all a
+    balance of the year depends on (a recompute), not what a command may change.
+    """
     next_seqs = await lock_students(conn, ssins)
     ledgers = {ssin: StudentLedger(ssin, next_seq=seq) for ssin, seq in next_seqs.items()}
     wanted = list(next_seqs)
-    for r in await conn.fetch("SELECT * FROM periods WHERE ssin = ANY($1::text[])", wanted):
+    periods = "SELECT * FROM periods WHERE ssin = ANY($1::text[])"
+    reports = "SELECT * FROM wage_reports WHERE ssin = ANY($1::text[])"
+    if year is None:
+        period_rows = await conn.fetch(periods, wanted)
+        report_rows = await conn.fetch(reports, wanted)
+    else:
+        period_rows = await conn.fetch(
+            f"{periods} AND start_date >= make_date($2, 1, 1)"
+            " AND start_date < make_date($2 + 1, 1, 1)",
+            wanted,
+            year,
+        )
+        report_rows = await conn.fetch(f"{reports} AND year = $2", wanted, year)
+    for r in period_rows:
         ledgers[r["ssin"]].periods[r["period_id"]] = period_from_row(r)
-    for r in await conn.fetch("SELECT * FROM wage_reports WHERE ssin = ANY($1::text[])", wanted):
+    for r in report_rows:
         report = wage_report_from_row(r)
         ledgers[r["ssin"]].wage_reports[(report.employer, report.year, report.quarter)] = report
     return ledgers

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from quota.calendar import brussels_date, quarter_of
 
@@ -180,6 +180,25 @@ class Period:
     def in_force(self) -> bool:
         return not self.cancelled
 
+    @classmethod
+    def restore(cls, **fields: Any) -> Period:
+        """The period with these fields, as the database gives it back: every field
+        given (a missing or unknown one is an error), none converted.
+
+        Built straight into the instance's dict: a frozen dataclass's ``__init__`` sets
+        each of the twelve fields through ``object.__setattr__``, and that was the largest
+        part of turning rows into ledgers, which every batch and every recompute does for
+        every period of every student it touches (py-spy: 3.8 against 0.9 us a period).
+        """
+        if fields.keys() != _PERIOD_FIELDS:
+            raise TypeError(
+                f"a period has the fields {sorted(_PERIOD_FIELDS)}, got {sorted(fields)}"
+            )
+        period = object.__new__(cls)
+        period.__dict__.update(fields)
+        period.__post_init__()
+        return period
+
 
 @dataclass(frozen=True)
 class WageReport:
@@ -204,6 +223,22 @@ class WageReport:
     #: Acceptance order, used when no declaration of the group gives one.
     seq: int = 0
     tranches: tuple[Tranche, ...] | None = None
+
+    @classmethod
+    def restore(cls, **fields: Any) -> WageReport:
+        """The report with these fields, as the database gives it back (every field
+        given); built without the frozen ``__init__``, as :meth:`Period.restore` is."""
+        if fields.keys() != _REPORT_FIELDS:
+            raise TypeError(
+                f"a wage report has the fields {sorted(_REPORT_FIELDS)}, got {sorted(fields)}"
+            )
+        report = object.__new__(cls)
+        report.__dict__.update(fields)
+        return report
+
+
+_PERIOD_FIELDS = frozenset(f.name for f in fields(Period) if f.init)
+_REPORT_FIELDS = frozenset(f.name for f in fields(WageReport))
 
 
 # ----------------------------------------------------------------------------- commands

@@ -836,7 +836,7 @@ class BatchProcessor:
         now = self._clock()
         async with self._pool.acquire() as conn, conn.transaction():
             rules = self._settings.quota_rules.with_overrides(await store.quota_overrides(conn))
-            ledgers = await store.load_ledgers(conn, ssins)
+            ledgers = await store.load_ledgers(conn, ssins, year)
             balances = [compute_balance(ledger, year, rules) for ledger in ledgers.values()]
             messages = await self._changed_balances(conn, balances, now)
             await store.enqueue(conn, messages)
