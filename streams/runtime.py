@@ -337,9 +337,13 @@ class InputLane:
         self._waiting_since: dict[tuple[int, int], float] = {}
         #: The partitions that merges wait for, fetched first.
         self._lagging: set[TopicPartition] = set()
+        #: Whether the last merge left records it could have taken (its batch was full):
+        #: the next fetch then waits for nothing.
+        self._left_over = False
 
     def drop_held(self) -> None:
         """Forget the records held back for the merge (they were not committed)."""
+        self._left_over = False
         self._held.clear()
         self._waiting_since.clear()
         self._lagging.clear()
@@ -429,7 +433,8 @@ class InputLane:
             ).items():
                 fetched.setdefault(got, []).extend(messages)
         more = await consumer.getmany(
-            timeout_ms=0 if fetched else timeout_ms, max_records=self.max_batch
+            timeout_ms=0 if fetched or self._left_over else timeout_ms,
+            max_records=self.max_batch,
         )
         for tp, messages in more.items():
             fetched.setdefault(tp, []).extend(messages)
@@ -462,6 +467,7 @@ class InputLane:
         # consumed yet (an operator waiting for the count waits for its answer).
         applied: collections.Counter[tuple[str, int]] = collections.Counter()
         batches: list[tuple[str, list[RawRecord]]] = []
+        self._left_over = False
         for group in self._merges:
             merged = await self._merge(consumer, group, offsets)
             if merged:
@@ -518,12 +524,17 @@ class InputLane:
         self._lagging -= {tp for tp in self._lagging if tp.topic in group}
         numbers = sorted({tp.partition for tp in self._held if tp.topic in group})
         wait = self.settings.merge_wait_seconds
+        # The batch size holds for a merge too, shared by the partition numbers held: the
+        # held queues of eight partitions made batches of several thousand records, and a
+        # batch's memory is its students' ledgers. What is left stays held, in order.
+        share = -(-self.max_batch // max(1, len(numbers)))
         for number in numbers:
             tps = [TopicPartition(topic, number) for topic in group]
             queues = [self._held.setdefault(tp, deque()) for tp in tps]
             waiting_key = (id(group), number)
             forced = False
-            while any(queues):
+            taken = 0
+            while any(queues) and taken < share:
                 if not forced:
                     lagging = False
                     for tp, queue in zip(tps, queues, strict=True):
@@ -560,6 +571,9 @@ class InputLane:
                 message = queues[rank].popleft()
                 out.append(self._raw(message))
                 offsets[tps[rank]] = message.offset + 1
+                taken += 1
+            if taken >= share and any(queues):
+                self._left_over = True
         for tp in [tp for tp, queue in self._held.items() if not queue]:
             del self._held[tp]
         full = {tp for tp, queue in self._held.items() if len(queue) >= self.max_batch}
