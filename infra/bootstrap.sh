@@ -30,6 +30,11 @@ if [ -z "${DATABASE_URL:-}" ]; then
   debian_package postgresql "the local PostgreSQL server" postgres_server
 fi
 
+# WeasyPrint subsets the attestation's fonts with HarfBuzz when libharfbuzz-subset is
+# there, else with fontTools in Python: 0.18 against 0.024 s a PDF (measured side by side).
+harfbuzz_subset() { compgen -G "/usr/lib/*/libharfbuzz-subset.so.0*" || compgen -G "/lib/*/libharfbuzz-subset.so.0*"; }
+debian_package libharfbuzz-subset0 "HarfBuzz font subsetting for the attestation PDFs" harfbuzz_subset
+
 if ! command -v uv >/dev/null 2>&1; then
   if ! python3 -m uv --version >/dev/null 2>&1; then
     echo "installing uv (Python package manager) from PyPI..." >&2
