@@ -21,7 +21,7 @@ import faust
 
 from schemas.settings import Settings
 from schemas.topics import DIMONA, DMFA, QUOTA_CHANGES, QUOTA_RECOMPUTE
-from streams.processor import BatchProcessor, QuotaChangeHandler, QuotaRecomputeHandler
+from streams.processor import BatchProcessor, OneByOne
 from streams.runtime import Clock, InputLane, RecordHandler, WorkerState, utc_now
 
 log = logging.getLogger(__name__)
@@ -42,12 +42,16 @@ def create_lanes(
     handlers: dict[str, RecordHandler] = {DIMONA: processor, DMFA: processor}
     lanes = [
         InputLane("ledger", settings, handlers),
-        InputLane(QUOTA_CHANGES, settings, {QUOTA_CHANGES: QuotaChangeHandler(processor)}),
+        InputLane(
+            QUOTA_CHANGES,
+            settings,
+            {QUOTA_CHANGES: OneByOne(processor, processor.process_quota_change)},
+        ),
         # One command at a time: a share of a big year is minutes of chunks.
         InputLane(
             QUOTA_RECOMPUTE,
             settings,
-            {QUOTA_RECOMPUTE: QuotaRecomputeHandler(processor)},
+            {QUOTA_RECOMPUTE: OneByOne(processor, processor.process_recompute)},
             max_batch=1,
         ),
     ]

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import TypeVar
 
 import asyncpg
 from pydantic import ValidationError
@@ -74,6 +75,8 @@ from streams.runtime import Clock, RawRecord, describe_error, retry_transient, u
 log = logging.getLogger(__name__)
 
 __all__ = ["BatchProcessor", "BatchReport", "Clock", "RawRecord", "Rejection", "utc_now"]
+
+_Command = TypeVar("_Command", QuotaChange, QuotaRecompute)
 
 #: Record timestamps outside these years are refused: they are a sender's clock gone
 #: wrong (CreateTime topics), and lateness cannot be judged on them.
@@ -680,16 +683,20 @@ class BatchProcessor:
             messages.append(OutboxMessage(LEDGER, key, ledger_event_bytes(document, version, now)))
         return messages
 
-    async def process_quota_change(self, record: RawRecord) -> int:
-        """Apply one record of ``quota.changes``; an invalid one becomes a dead letter."""
+    async def _command(self, record: RawRecord, contract: type[_Command]) -> _Command | None:
+        """The record's body as ``contract``; None (and a dead letter) when invalid."""
         try:
-            change = QuotaChange.model_validate_json(record.value or b"")
+            return contract.model_validate_json(record.value or b"")
         except ValidationError as error:
             await self._refuse(
                 Rejection(record, describe_validation_error(error), refusal_code(error))
             )
-            return 0
-        return await self.change_quota(change)
+            return None
+
+    async def process_quota_change(self, record: RawRecord) -> int:
+        """Apply one record of ``quota.changes``; an invalid one becomes a dead letter."""
+        change = await self._command(record, QuotaChange)
+        return 0 if change is None else await self.change_quota(change)
 
     async def change_quota(self, change: QuotaChange) -> int:
         """Apply a quota change and write the commands that recompute its year.
@@ -744,14 +751,8 @@ class BatchProcessor:
 
     async def process_recompute(self, record: RawRecord) -> int:
         """Apply one record of ``quota.recompute``; an invalid one becomes a dead letter."""
-        try:
-            command = QuotaRecompute.model_validate_json(record.value or b"")
-        except ValidationError as error:
-            await self._refuse(
-                Rejection(record, describe_validation_error(error), refusal_code(error))
-            )
-            return 0
-        return await self.recompute_share(command)
+        command = await self._command(record, QuotaRecompute)
+        return 0 if command is None else await self.recompute_share(command)
 
     async def recompute_share(self, command: QuotaRecompute, *, chunk: int | None = None) -> int:
         """Recompute, store and publish the balances of the command's share of its year.
@@ -852,40 +853,26 @@ async def reconcile_configured_quota(settings: Settings, clock: Clock = utc_now)
         await pool.close()
 
 
-class QuotaChangeHandler:
-    """The :class:`streams.runtime.RecordHandler` of ``quota.changes``.
+class OneByOne:
+    """A :class:`streams.runtime.RecordHandler` that applies each record of a batch alone
+    (``apply_one``, returning a count): quota changes, each its own short transaction
+    writing the commands that recompute its year (:meth:`BatchProcessor.change_quota`),
+    and those commands, each recomputing its share of a year in chunks
+    (:meth:`BatchProcessor.recompute_share`) in the ``quota.recompute`` lane, beside the
+    ledger's, never in front of its batches. A record the runtime isolates becomes a
+    dead letter."""
 
-    Each change is its own short transaction that also writes the commands recomputing
-    its year (:meth:`BatchProcessor.change_quota`); the recompute itself runs in the
-    ``quota.recompute`` lanes of the workers (:class:`QuotaRecomputeHandler`).
-    """
-
-    def __init__(self, processor: BatchProcessor) -> None:
+    def __init__(
+        self, processor: BatchProcessor, apply_one: Callable[[RawRecord], Awaitable[int]]
+    ) -> None:
         self._processor = processor
+        self._apply_one = apply_one
 
     async def apply(self, records: Sequence[RawRecord]) -> int:
-        written = 0
+        done = 0
         for record in records:
-            written += await self._processor.process_quota_change(record)
-        return written
-
-    async def quarantine(self, record: RawRecord, error: BaseException) -> None:
-        await self._processor.quarantine(record, error)
-
-
-class QuotaRecomputeHandler:
-    """The :class:`streams.runtime.RecordHandler` of ``quota.recompute``: each command
-    recomputes its share of a year in chunks (:meth:`BatchProcessor.recompute_share`),
-    in a lane beside the ledger's, never in front of its batches."""
-
-    def __init__(self, processor: BatchProcessor) -> None:
-        self._processor = processor
-
-    async def apply(self, records: Sequence[RawRecord]) -> int:
-        changed = 0
-        for record in records:
-            changed += await self._processor.process_recompute(record)
-        return changed
+            done += await self._apply_one(record)
+        return done
 
     async def quarantine(self, record: RawRecord, error: BaseException) -> None:
         await self._processor.quarantine(record, error)

@@ -20,7 +20,7 @@ from db.migrate import migrate
 from schemas.answers import QuotaChange, QuotaRecompute
 from schemas.partitioning import student_key_hash
 from schemas.settings import Settings
-from schemas.topics import DIMONA, QUOTA_RECOMPUTE
+from schemas.topics import DIMONA, QUOTA_RECOMPUTE, REJECTED
 from streams.processor import BatchProcessor, RawRecord
 from tests.support import brussels_millis, dimona_in, valid_ssin
 
@@ -109,3 +109,20 @@ async def test_the_shares_recompute_every_student_once(
 def test_a_command_names_a_partition_of_its_count() -> None:
     with pytest.raises(ValueError, match="partition 4 is not one of 4"):
         QuotaRecompute(event_id="x", year=YEAR, partition=4, partitions=4, requested_at=T0)
+
+
+async def test_an_invalid_command_becomes_a_dead_letter(
+    processor: BatchProcessor, database_url: str
+) -> None:
+    record = RawRecord(QUOTA_RECOMPUTE, 1, 7, None, b"1", b'{"year": 2026, "partition": 9}')
+    assert await processor.process_recompute(record) == 0
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch("SELECT value FROM outbox WHERE topic = $1", REJECTED)
+    finally:
+        await conn.close()
+    letters = [json.loads(r["value"]) for r in rows]
+    assert [(d["topic"], d["partition"], d["offset"]) for d in letters] == [
+        (QUOTA_RECOMPUTE, 1, 7)
+    ]
+    assert "eventId" in letters[0]["reason"]
