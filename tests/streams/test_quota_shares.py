@@ -122,7 +122,5 @@ async def test_an_invalid_command_becomes_a_dead_letter(
     finally:
         await conn.close()
     letters = [json.loads(r["value"]) for r in rows]
-    assert [(d["topic"], d["partition"], d["offset"]) for d in letters] == [
-        (QUOTA_RECOMPUTE, 1, 7)
-    ]
+    assert [(d["topic"], d["partition"], d["offset"]) for d in letters] == [(QUOTA_RECOMPUTE, 1, 7)]
     assert "eventId" in letters[0]["reason"]
