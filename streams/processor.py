@@ -712,22 +712,22 @@ class BatchProcessor:
         """
         event_id = f"quota:{change.event_id}"
         partitions = self._settings.partitions
-        commands = [
-            QuotaRecompute(
-                event_id=f"{event_id}:{partition}/{partitions}",
-                year=change.year,
-                partition=partition,
-                partitions=partitions,
-                requested_at=change.requested_at,
-            )
-            for partition in range(partitions)
-        ]
         async with self._pool.acquire() as conn, conn.transaction():
             await store.quota_overrides(conn, exclusive=True)
             if await store.already_applied(conn, [event_id]):
                 return 0
             await store.set_quota(conn, change.year, change.hours, change.event_id)
             await store.record_applied(conn, [event_id])
+            commands = [
+                QuotaRecompute(
+                    event_id=f"{event_id}:{partition}/{partitions}",
+                    year=change.year,
+                    partition=partition,
+                    partitions=partitions,
+                    requested_at=change.requested_at,
+                )
+                for partition in range(partitions)
+            ]
             await store.enqueue(
                 conn,
                 [
@@ -754,7 +754,7 @@ class BatchProcessor:
         command = await self._command(record, QuotaRecompute)
         return 0 if command is None else await self.recompute_share(command)
 
-    async def recompute_share(self, command: QuotaRecompute, *, chunk: int | None = None) -> int:
+    async def recompute_share(self, command: QuotaRecompute) -> int:
         """Recompute, store and publish the balances of the command's share of its year.
 
         The share is the students whose key hash falls on the command's partition. Run
@@ -763,7 +763,7 @@ class BatchProcessor:
         """
         await fill_key_hashes(self._pool)
         changed = await self._recompute_year(
-            command.year, chunk, share=(command.partition, command.partitions)
+            command.year, None, share=(command.partition, command.partitions)
         )
         metrics.BALANCES_CHANGED.inc(changed)
         log.info(
