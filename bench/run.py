@@ -209,21 +209,23 @@ def bench_raw(bench: Bench) -> dict[str, Any]:
 
 async def _progress(
     bench: Bench, settings: Settings, ends: dict[TopicPartition, int]
-) -> tuple[bool, int]:
-    """Whether the ledger group committed everything, and the outbox backlog."""
+) -> tuple[int, int]:
+    """How many input records the ledger group committed, and the outbox backlog."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bench.kafka_bootstrap)
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(f"{settings.app_id}.ledger")
     finally:
         await admin.close()
-    done = all(tp in offsets and offsets[tp].offset >= end for tp, end in ends.items())
+    committed = sum(
+        min(max(offsets[tp].offset, 0), end) for tp, end in ends.items() if tp in offsets
+    )
     conn = await asyncpg.connect(settings.database_url)
     try:
         backlog = await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
     finally:
         await conn.close()
-    return done, int(backlog)
+    return committed, int(backlog)
 
 
 def _free_port() -> int:
@@ -240,10 +242,11 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _rss_megabytes(pid: int) -> float:
-    """Resident memory of a running process, in MiB (Linux ``/proc``)."""
+def _rss_megabytes(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory of a running process, in MiB (Linux ``/proc``); ``VmHWM`` for
+    its peak so far."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -340,9 +343,14 @@ def bench_pipeline(bench: Bench, workers: int, keep: list[str] | None = None) ->
                 start = time.perf_counter()
             ready_cpu = sum(_cpu_seconds(process.pid) for process in processes)
             ready_backends = asyncio.run(_backend_cpu(url))
+            count = sum(ends.values())
+            # Worker memory as the replay goes: (records committed, largest worker RSS),
+            # to tell a bound (flat once batches are full) from growth with the students.
+            curve: list[tuple[int, float]] = []
             while True:
-                done, backlog = asyncio.run(_progress(bench, settings, ends))
-                if done and backlog == 0:
+                committed, backlog = asyncio.run(_progress(bench, settings, ends))
+                curve.append((committed, max(_rss_megabytes(p.pid) for p in processes)))
+                if committed >= count and backlog == 0:
                     break
                 for process, log in zip(processes, logs, strict=True):
                     if process.poll() is not None:
@@ -351,6 +359,7 @@ def bench_pipeline(bench: Bench, workers: int, keep: list[str] | None = None) ->
             seconds = time.perf_counter() - start
             cpu = sum(_cpu_seconds(process.pid) for process in processes) - ready_cpu
             rss = max(_rss_megabytes(process.pid) for process in processes)
+            peak = max(_rss_megabytes(process.pid, "VmHWM") for process in processes)
             backends = asyncio.run(_backend_cpu(url))
             database_cpu = sum(
                 spent - ready_backends.get(pid, 0.0) for pid, spent in backends.items()
@@ -363,7 +372,6 @@ def bench_pipeline(bench: Bench, workers: int, keep: list[str] | None = None) ->
                 process.terminate()
             for process in processes:
                 process.wait(60)
-        count = sum(ends.values())
         result = {
             "records": count,
             "workers": workers,
@@ -372,6 +380,12 @@ def bench_pipeline(bench: Bench, workers: int, keep: list[str] | None = None) ->
             # What the machine's load changes least: the workers' own CPU per record.
             "worker_cpu_ms_per_record": round(1000 * cpu / count, 3),
             "worker_rss_mb": round(rss, 1),
+            "worker_peak_rss_mb": round(peak, 1),
+            # RSS once a quarter, half, three quarters of the records were committed.
+            "worker_rss_mb_by_quarter": [
+                round(next(mb for done, mb in curve if done >= count * q / 4), 1)
+                for q in (1, 2, 3, 4)
+            ],
             # The server processes of the workers' connections (local PostgreSQL only).
             "database_cpu_ms_per_record": round(1000 * database_cpu / count, 3),
         }
@@ -882,7 +896,12 @@ def table(result: dict[str, Any]) -> str:
             f"{one['database_cpu_ms_per_record']} ms",
             f"{one['database_cpu_ms_per_record'] / raw_cpu:.1f} x raw",
         ),
-        ("  worker memory at the end", f"{one['worker_rss_mb']} MiB RSS", ""),
+        (
+            "  worker memory at the end",
+            f"{one['worker_rss_mb']} MiB RSS",
+            f"peak {one['worker_peak_rss_mb']} MiB; by quarter of the records "
+            + ", ".join(f"{mb}" for mb in one["worker_rss_mb_by_quarter"]),
+        ),
     ]
     if "two_workers" in result:
         two = result["two_workers"]["per_second"]

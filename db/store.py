@@ -74,26 +74,28 @@ async def load_ledgers(
     """
     next_seqs = await lock_students(conn, ssins)
     ledgers = {ssin: StudentLedger(ssin, next_seq=seq) for ssin, seq in next_seqs.items()}
-    wanted = list(next_seqs)
     periods = "SELECT * FROM periods WHERE ssin = ANY($1::text[])"
     reports = "SELECT * FROM wage_reports WHERE ssin = ANY($1::text[])"
-    if year is None:
-        period_rows = await conn.fetch(periods, wanted)
-        report_rows = await conn.fetch(reports, wanted)
-    else:
-        period_rows = await conn.fetch(
-            f"{periods} AND start_date >= make_date($2, 1, 1)"
-            " AND start_date < make_date($2 + 1, 1, 1)",
-            wanted,
-            year,
-        )
-        report_rows = await conn.fetch(f"{reports} AND year = $2", wanted, year)
-    for r in period_rows:
-        ledgers[r["ssin"]].periods[r["period_id"]] = period_from_row(r)
-    for r in report_rows:
-        report = wage_report_from_row(r)
-        ledgers[r["ssin"]].wage_reports[(report.employer, report.year, report.quarter)] = report
+    if year is not None:
+        periods += " AND start_date >= make_date($2, 1, 1) AND start_date < make_date($2 + 1, 1, 1)"
+        reports += " AND year = $2"
+    wanted = list(next_seqs)
+    # A chunk of students at a time: the rows of a whole batch's students, alive beside
+    # the periods made of them, were its largest allocation (memray: 26 of 169 MB).
+    for start in range(0, len(wanted), _LEDGER_READ_CHUNK):
+        args: list[Any] = [wanted[start : start + _LEDGER_READ_CHUNK]]
+        if year is not None:
+            args.append(year)
+        for r in await conn.fetch(periods, *args):
+            ledgers[r["ssin"]].periods[r["period_id"]] = period_from_row(r)
+        for r in await conn.fetch(reports, *args):
+            report = wage_report_from_row(r)
+            ledgers[r["ssin"]].wage_reports[(report.employer, report.year, report.quarter)] = report
     return ledgers
+
+
+#: Students whose stored rows :func:`load_ledgers` reads in one query.
+_LEDGER_READ_CHUNK = 500
 
 
 async def existing_period_ids(conn: asyncpg.Connection, period_ids: Sequence[str]) -> set[str]:
