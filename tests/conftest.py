@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
+from db.migrate import migrate
 from infra import Services, local_services
 
 if TYPE_CHECKING:
@@ -67,6 +68,17 @@ async def database_url(postgres_admin_dsn: str) -> AsyncIterator[str]:
     """DSN of a new, empty database that exists for one test only."""
     async with throwaway_database(postgres_admin_dsn) as url:
         yield url
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A small pool on a new database with every migration applied (one test only)."""
+    await migrate(database_url)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        yield pool
+    finally:
+        await pool.close()
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,12 @@ for every year or for one.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 
 import asyncpg
 import pytest
 
 from db import store
-from db.migrate import migrate
 from schemas.settings import Settings
 from schemas.topics import DIMONA, DMFA
 from streams.processor import BatchProcessor, RawRecord
@@ -26,16 +24,6 @@ pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 10, 21, 9, 0, tzinfo=UTC)
 SSINS = [valid_ssin(f"0{1 + n % 4}0{1 + n % 9}{10 + n % 18}", n % 997 + 1) for n in range(1100)]
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    await migrate(database_url)
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 async def test_every_student_of_every_chunk_gets_exactly_its_rows(

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 
 import asyncpg
 import pytest
 
 from db import reads, store
-from db.migrate import migrate
 from quota import Tranche
 from schemas.settings import Settings
 from schemas.topics import DIMONA, DMFA
@@ -20,16 +18,6 @@ from tests.support import EMPLOYER_A, EMPLOYER_B, STUDENT, brussels_millis, dimo
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    await migrate(database_url)
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 def record(topic: str, offset: int, body: dict[str, object]) -> RawRecord:

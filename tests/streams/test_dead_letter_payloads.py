@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -20,7 +20,6 @@ from pydantic import ValidationError
 
 from consumers.ebox import EboxStore
 from db import store
-from db.migrate import migrate
 from schemas.answers import DeadLetter
 from schemas.settings import Settings
 from schemas.topics import (
@@ -100,16 +99,6 @@ def test_a_dead_letter_carries_its_bytes_one_way_exactly() -> None:
 
 
 # ------------------------------------------------------------- every builder, on PostgreSQL
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    await migrate(database_url)
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from typing import Any
 import asyncpg
 import pytest
 
-from db.migrate import migrate
 from db.store import EmployerIdentity
 from schemas.settings import Settings
 from schemas.topics import ACKS, DIMONA, DMFA
@@ -50,16 +48,6 @@ OTHER = valid_ssin("020304", 56)
 NSSO_A = "0197412345"
 ON_TIME = brussels_millis(date(2026, 6, 1))
 AFTER_Q3 = brussels_millis(date(2026, 10, 20))
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    await migrate(database_url)
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 @pytest.fixture

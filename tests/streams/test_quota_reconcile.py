@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 
 import asyncpg
 import pytest
 
-from db.migrate import migrate
 from schemas.settings import Settings
 from schemas.topics import BALANCES, DIMONA, QUOTA_CHANGES, QUOTA_RECOMPUTE
 from streams.processor import BatchProcessor, RawRecord, reconcile_configured_quota
@@ -19,16 +17,6 @@ pytestmark = pytest.mark.integration
 
 T0 = datetime(2025, 6, 1, 9, 0, tzinfo=UTC)
 OTHER = valid_ssin("020304", 56)
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    await migrate(database_url)
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 def record(offset: int, ssin: str, hours: int, year: int = 2025) -> RawRecord:

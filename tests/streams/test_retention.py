@@ -10,13 +10,11 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 import pytest
 
-from db.migrate import migrate
 from schemas.settings import Settings
 from streams.admin import ensure_topics, record_lifetimes_ms
 from streams.retention import APPLIED_IDS_MARGIN, applied_ids_horizon, purge
@@ -25,16 +23,6 @@ from tests.support import STUDENT
 pytestmark = pytest.mark.integration
 
 NOW = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    await migrate(database_url)
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 def settings_for(kafka_bootstrap: str, database_url: str, **overrides: object) -> Settings:

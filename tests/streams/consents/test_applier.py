@@ -7,13 +7,11 @@ the module beside this one drives the same code through the worker.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
-from db.migrate import migrate
 from schemas.settings import Settings
 from streams.consents import ConsentApplier, Rejection, parse
 from streams.processor import RawRecord
@@ -39,16 +37,6 @@ def change(
         "action": action,
         "changedAt": (T0 + timedelta(minutes=minutes)).isoformat(),
     }
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    await migrate(database_url)
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 async def states(pool: asyncpg.Pool) -> dict[tuple[str, str], bool]:
