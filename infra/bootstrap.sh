@@ -35,12 +35,22 @@ fi
 harfbuzz_subset() { compgen -G "/usr/lib/*/libharfbuzz-subset.so.0*" || compgen -G "/lib/*/libharfbuzz-subset.so.0*"; }
 debian_package libharfbuzz-subset0 "HarfBuzz font subsetting for the attestation PDFs" harfbuzz_subset
 
+# uv comes from PyPI into a virtualenv of its own outside the repository: Debian's python3
+# refuses packages installed into it (PEP 668, "externally-managed-environment").
 if ! command -v uv >/dev/null 2>&1; then
-  if ! python3 -m uv --version >/dev/null 2>&1; then
-    echo "installing uv (Python package manager) from PyPI..." >&2
-    python3 -m pip install --quiet --disable-pip-version-check uv
+  if python3 -m uv --version >/dev/null 2>&1; then
+    uv() { python3 -m uv "$@"; }
+  else
+    uv_home="${XDG_CACHE_HOME:-$HOME/.cache}/studentwork/uv"
+    if [ ! -x "$uv_home/bin/uv" ]; then
+      echo "installing uv (Python package manager) from PyPI into $uv_home..." >&2
+      debian_package python3-venv "virtual environments for Debian's python3" \
+        python3 -c "import ensurepip"
+      python3 -m venv --clear "$uv_home"
+      "$uv_home/bin/python" -m pip install --quiet --disable-pip-version-check uv
+    fi
+    uv() { "$uv_home/bin/uv" "$@"; }
   fi
-  uv() { python3 -m uv "$@"; }
 fi
 export UV_PYTHON_DOWNLOADS=never
 uv sync --frozen --quiet
