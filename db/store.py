@@ -80,15 +80,14 @@ async def load_ledgers(
         periods += " AND start_date >= make_date($2, 1, 1) AND start_date < make_date($2 + 1, 1, 1)"
         reports += " AND year = $2"
     wanted = list(next_seqs)
+    of_year = () if year is None else (year,)
     # A chunk of students at a time: the rows of a whole batch's students, alive beside
     # the periods made of them, were its largest allocation (memray: 26 of 169 MB).
     for start in range(0, len(wanted), _LEDGER_READ_CHUNK):
-        args: list[Any] = [wanted[start : start + _LEDGER_READ_CHUNK]]
-        if year is not None:
-            args.append(year)
-        for r in await conn.fetch(periods, *args):
+        chunk = wanted[start : start + _LEDGER_READ_CHUNK]
+        for r in await conn.fetch(periods, chunk, *of_year):
             ledgers[r["ssin"]].periods[r["period_id"]] = period_from_row(r)
-        for r in await conn.fetch(reports, *args):
+        for r in await conn.fetch(reports, chunk, *of_year):
             report = wage_report_from_row(r)
             ledgers[r["ssin"]].wage_reports[(report.employer, report.year, report.quarter)] = report
     return ledgers
