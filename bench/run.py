@@ -12,9 +12,11 @@ measure:
 * ``one worker`` / ``two workers``: ``studentwork worker`` processes (own consumer group,
   own database) from the records already on Kafka until the group committed every
   record and the outbox is drained;
-* ``relay``: every outbox row the one-worker run wrote, marked unsent and published again
-  by one ``OutboxRelay`` (the one active relay), beside a plain producer sending the same
-  rows (its ceiling, and the records/s that carries at the run's messages per record);
+* ``relay``: every outbox row the one-worker run wrote, put back in the outbox and
+  published again by one relay process (``studentwork relay``), then by two sharing it as
+  two shards (``STUDENTWORK_RELAY_SHARDS=2``), beside a plain producer sending the same
+  rows (its ceiling, and the records/s one relay carries at the run's messages per
+  record);
 * ``recompute``: quota changes for the year over the balances the one-worker run left,
   each recomputed by the per-partition commands it writes (``recompute_share``, chunked,
   as the workers' ``quota.recompute`` lanes run them): all shares in one process, and
@@ -563,16 +565,103 @@ async def _rotation(settings: Settings) -> dict[str, Any]:
     }
 
 
-async def _relay(settings: Settings, records: int) -> dict[str, Any]:
-    """The outbox relay's ceiling: every row the pipeline wrote, marked unsent again and
-    published by one ``OutboxRelay`` (the one active relay), beside a plain producer
-    sending the same rows from memory (the baseline)."""
-    from producers.relay import OutboxRelay, pending_count
+def _relay_processes(settings: Settings, shards: int, workdir: Path) -> dict[str, Any]:
+    """Every row of ``outbox_bench`` put back in the outbox at once and published by
+    ``shards`` relay processes (``studentwork relay``, ``STUDENTWORK_RELAY_SHARDS``), from
+    the commit that inserts them until none is pending; the relays start, and settle on
+    one shard each, before."""
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "DATABASE_URL": settings.database_url,
+        "STUDENTWORK_TOPIC_PREFIX": settings.topic_prefix,
+        "STUDENTWORK_RELAY_SHARDS": str(shards),
+        "STUDENTWORK_RELAY_KEEP_SENT_HOURS": "0",
+        "STUDENTWORK_RELAY_POLL_SECONDS": "0.1",
+        "STUDENTWORK_LOG_LEVEL": "info",
+        "STUDENTWORK_DEVELOPMENT": "true",
+    }
+    from producers.relay import relays_publishing
 
+    processes = []
+    for n in range(shards):
+        with (workdir / f"relay-{shards}-{n}.log").open("wb") as out:
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "infra", "relay"],
+                    env={**env, "STUDENTWORK_METRICS_PORT": str(_free_port())},
+                    cwd=REPO,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+
+    async def ready() -> None:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            # Each relay holds a shard (pg_locks: the relay shard locks, by process).
+            while await relays_publishing(conn) < shards:
+                for process in processes:
+                    if process.poll() is not None:
+                        raise RuntimeError(f"relay exited: see {workdir}")
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1.5)  # past a second look at each other: shards settled
+        finally:
+            await conn.close()
+
+    async def publish() -> tuple[float, int]:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            async with conn.transaction():
+                count = await conn.fetchval(
+                    "WITH put AS (INSERT INTO outbox (topic, key, value, partition)"
+                    " SELECT topic, key, value, partition FROM outbox_bench ORDER BY id"
+                    " RETURNING 1) SELECT count(*) FROM put"
+                )
+            start = time.perf_counter()
+            while True:
+                left = await conn.fetchval(
+                    "SELECT count(*) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL"
+                )
+                if not left:
+                    break
+                await asyncio.sleep(0.05)
+            return time.perf_counter() - start, int(count)
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(ready())
+        ready_cpu = sum(_cpu_seconds(process.pid) for process in processes)
+        seconds, count = asyncio.run(publish())
+        cpu = sum(_cpu_seconds(process.pid) for process in processes) - ready_cpu
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(60)
+    return {
+        "processes": shards,
+        "seconds": round(seconds, 2),
+        "per_second": round(count / seconds) if seconds else 0,
+        "cpu_ms_per_message": round(1000 * cpu / count, 4) if count else 0,
+    }
+
+
+async def _relay(settings: Settings, records: int) -> dict[str, Any]:
+    """The outbox relay's ceiling: every row the pipeline wrote, published again by one
+    relay process, then by two sharing the outbox as two shards
+    (``STUDENTWORK_RELAY_SHARDS=2``), beside a plain producer sending the same rows from
+    memory (the baseline)."""
     conn = await asyncpg.connect(settings.database_url)
     try:
         rows = await conn.fetch("SELECT topic, key, value FROM outbox ORDER BY id")
-        await conn.execute("UPDATE outbox SET sent_at = NULL WHERE failed_at IS NULL")
+        # What each relay run publishes again; the outbox emptied until then.
+        await conn.execute(
+            "CREATE TABLE outbox_bench AS SELECT id, topic, key, value, partition FROM outbox"
+            " WHERE failed_at IS NULL"
+        )
+        await conn.execute("DELETE FROM outbox")
     finally:
         await conn.close()
     producer = AIOKafkaProducer(
@@ -596,27 +685,21 @@ async def _relay(settings: Settings, records: int) -> dict[str, Any]:
         plain = time.perf_counter() - start
     finally:
         await producer.stop()
-    relay = OutboxRelay(settings, sent_retention_hours=0)
-    start = time.perf_counter()
-    running = asyncio.create_task(relay.run())
-    try:
-        while await pending_count(settings.database_url):
-            if running.done():
-                running.result()
-            await asyncio.sleep(0.1)
-        seconds = time.perf_counter() - start
-    finally:
-        relay.stop()
-        await running
+    with tempfile.TemporaryDirectory() as workdir:
+        # In a thread: it runs its own event loop beside the relay processes.
+        one = await asyncio.to_thread(_relay_processes, settings, 1, Path(workdir))
+        two = await asyncio.to_thread(_relay_processes, settings, 2, Path(workdir))
     per_record = len(rows) / records if records else 0.0
     return {
         "messages": len(rows),
         "messages_per_record": round(per_record, 2),
-        "seconds": round(seconds, 2),
-        "per_second": round(len(rows) / seconds) if seconds else 0,
+        "seconds": one["seconds"],
+        "per_second": one["per_second"],
+        "cpu_ms_per_message": one["cpu_ms_per_message"],
         "plain_producer_per_second": round(len(rows) / plain) if plain else 0,
         # The records/s one relay can carry at this mix of outgoing messages.
-        "records_per_second": round(len(rows) / seconds / per_record) if per_record else 0,
+        "records_per_second": round(one["per_second"] / per_record) if per_record else 0,
+        "two_shards": two,
     }
 
 
@@ -931,11 +1014,20 @@ def table(result: dict[str, Any]) -> str:
     relay = one["relay"]
     rows.append(
         (
-            f"outbox relay alone ({relay['messages']:,} messages)",
+            f"outbox relay, one process ({relay['messages']:,} messages)",
             f"{relay['per_second']:,} messages/s",
             f"{relay['per_second'] / max(relay['plain_producer_per_second'], 1):.2f} of a plain "
             f"producer ({relay['plain_producer_per_second']:,}/s); "
             f"{relay['messages_per_record']} per record: {relay['records_per_second']:,} records/s",
+        )
+    )
+    sharded = relay["two_shards"]
+    rows.append(
+        (
+            "  two relays, two shards (2 processes)",
+            f"{sharded['per_second']:,} messages/s",
+            f"{sharded['per_second'] / max(relay['per_second'], 1):.2f} x one relay; CPU per "
+            f"message {sharded['cpu_ms_per_message']} ms against {relay['cpu_ms_per_message']}",
         )
     )
     rot = one["rotation"]

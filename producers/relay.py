@@ -6,9 +6,13 @@ to Kafka. It publishes with an idempotent producer (acks=all) and marks rows sen
 after the broker acknowledged them, so a crash between the two republishes a few
 messages (consumers deduplicate on event id) but never loses one.
 
-Only one relay publishes at a time (a PostgreSQL advisory lock), which keeps the
-outbox order; others wait as hot standbys. It wakes on NOTIFY from the outbox trigger and
-polls as a fallback.
+The outbox is cut into ``STUDENTWORK_RELAY_SHARDS`` shards by a hash of each row's key
+(one by default), and each shard is published by one relay at a time (a PostgreSQL
+advisory lock per shard), in outbox order: every message of a key is in one shard, so
+the order of a key's messages, the only order Kafka keeps for a key, is the outbox's.
+The relays running share the shards evenly between them, each counting the others by
+their membership lock; a relay without a shard waits as a hot standby. A relay wakes on
+NOTIFY from the outbox trigger and polls as a fallback.
 
 A row the broker can never take (too large, an illegal topic name) must not hold up
 everything behind it: the relay marks it failed in the outbox (value kept for an
@@ -53,7 +57,31 @@ from streams import metrics
 
 log = logging.getLogger(__name__)
 
+#: The advisory lock of shard ``s`` is ``s << 32 | _RELAY_LOCK_KEY`` (shard 0: the lock
+#: of the single relay of before the shards).
 _RELAY_LOCK_KEY = 0x5245_4C41  # "RELA"
+#: Every relay holds ``shards << 32 | _RELAY_MEMBER_KEY`` shared while it runs: how the
+#: relays count each other, and see one configured with another shard count.
+_RELAY_MEMBER_KEY = 0x5245_4C4D  # "RELM"
+#: The relays running, per shard count, and the shard locks they hold (pg_locks shows a
+#: bigint advisory key as classid = high half, objid = low half, objsubid = 1).
+_RELAYS_SQL = """
+SELECT m.classid::int AS shards, count(DISTINCT m.pid) AS relays, count(s.pid) AS held
+FROM pg_locks m
+LEFT JOIN pg_locks s ON s.pid = m.pid AND s.locktype = 'advisory' AND s.granted
+    AND s.database = m.database AND s.objsubid = 1 AND s.objid::bigint = $2
+WHERE m.locktype = 'advisory' AND m.granted AND m.objsubid = 1 AND m.objid::bigint = $1
+    AND m.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+GROUP BY m.classid
+"""
+#: The shard of a row: the first two bytes of the SHA-256 of its key (no key: of the
+#: empty key), modulo the shard count.
+_SHARD_OF_ROW = (
+    "((get_byte(sha256(coalesce(key, ''::bytea)), 0) << 8"
+    " | get_byte(sha256(coalesce(key, ''::bytea)), 1)) % $2)"
+)
+#: Seconds between two looks at which relays run (to take or hand over shards).
+_CLAIM_SECONDS = 1.0
 _CHANNEL = "studentwork_outbox"
 #: Sent rows are purged at most this often (seconds).
 _PURGE_EVERY_SECONDS = 60.0
@@ -87,6 +115,16 @@ REFUSED_EVENT_PREFIX = "outbox-refused:"
 #: A dead letter for a refused row repeats the row's key only up to this size: a huge
 #: key may be what the broker refused, and the letter must fit.
 _MAX_LETTER_KEY_BYTES = 4096
+
+
+def shard_of(key: bytes | None, shards: int) -> int:
+    """The outbox shard of a message with this key (what the relays' query computes)."""
+    digest = hashlib.sha256(key or b"").digest()
+    return (digest[0] << 8 | digest[1]) % shards
+
+
+def _shard_lock(shard: int) -> int:
+    return shard << 32 | _RELAY_LOCK_KEY
 
 
 def is_permanent(error: BaseException) -> bool:
@@ -170,8 +208,18 @@ class OutboxRelay:
         # Rows in a batch the broker refused whole: each is sent alone next, so that only
         # the row at fault is marked failed, never its innocent neighbours.
         self._suspects: set[int] = set()
+        self._shards = settings.relay_shards
+        #: The shards this relay holds the lock of, so publishes.
+        self._held: set[int] = set()
+        #: Why this relay holds no shard although it could, as last logged.
+        self._waiting: str | None = None
         self.published = 0
         self.failed = 0
+
+    @property
+    def held_shards(self) -> frozenset[int]:
+        """The shards of the outbox this relay publishes now."""
+        return frozenset(self._held)
 
     async def run(self) -> None:
         """Publish until :meth:`stop` is called. Retries on broker or database trouble."""
@@ -197,27 +245,36 @@ class OutboxRelay:
 
     async def _run_once(self) -> None:
         conn: asyncpg.Connection = await asyncpg.connect(self._settings.database_url)
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self._settings.kafka_bootstrap,
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=5,
-            max_batch_size=256 * 1024,
-            max_request_size=MAX_REQUEST_BYTES,
-        )
+        producer: AIOKafkaProducer | None = None
+        self._held.clear()
         try:
-            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _RELAY_LOCK_KEY):
-                if self._stopping.is_set():
-                    return
-                await self._sleep(self._settings.relay_poll_seconds)
+            await conn.execute(
+                "SELECT pg_advisory_lock_shared($1)", self._shards << 32 | _RELAY_MEMBER_KEY
+            )
             await conn.add_listener(_CHANNEL, self._on_notify)
-            await producer.start()
             drained = 0
-            refreshed = 0.0
+            refreshed = claimed = -_CLAIM_SECONDS
             while not self._stopping.is_set():
+                now = asyncio.get_running_loop().time()
+                if now - claimed >= _CLAIM_SECONDS:
+                    # Between two batches: a shard handed over has nothing in flight.
+                    await self._claim(conn)
+                    claimed = now
+                if not self._held:
+                    await self._sleep(min(self._settings.relay_poll_seconds, _CLAIM_SECONDS))
+                    continue
+                if producer is None:
+                    producer = AIOKafkaProducer(
+                        bootstrap_servers=self._settings.kafka_bootstrap,
+                        enable_idempotence=True,
+                        acks="all",
+                        linger_ms=5,
+                        max_batch_size=256 * 1024,
+                        max_request_size=MAX_REQUEST_BYTES,
+                    )
+                    await producer.start()
                 sent = await self.drain(conn, producer)
                 drained += sent
-                now = asyncio.get_running_loop().time()
                 if sent < self._settings.relay_batch or now - refreshed >= _GAUGE_SECONDS:
                     # The outbox gauges: when idle, and every few seconds of a long drain.
                     await metrics.refresh_outbox(conn)
@@ -226,12 +283,71 @@ class OutboxRelay:
                     if drained:
                         await self._purge_sent(conn)
                         drained = 0
-                    await self._sleep(self._settings.relay_poll_seconds)
+                    await self._sleep(min(self._settings.relay_poll_seconds, _CLAIM_SECONDS))
         finally:
+            self._held.clear()
+            if producer is not None:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
             with contextlib.suppress(Exception):
-                await producer.stop()
-            with contextlib.suppress(Exception):
+                # Closing the session releases its locks: the shards go to the others.
                 await conn.close()
+
+    async def _claim(self, conn: asyncpg.Connection) -> None:
+        """Take or hand over shards so that the relays running share them evenly.
+
+        Each relay takes at most its share (the shard count divided by the relays with
+        that count, rounded up) and hands back what is beyond it, so a relay that joins
+        gets shards within a second or so and one that stops leaves its shards to the
+        others. Relays configured with different shard counts would cut the outbox
+        differently, so never publish side by side: the one with the fewest shards
+        publishes, once the others have let theirs go.
+        """
+        running = {
+            int(r["shards"]): (int(r["relays"]), int(r["held"]))
+            for r in await conn.fetch(_RELAYS_SQL, _RELAY_MEMBER_KEY, _RELAY_LOCK_KEY)
+        }
+        others = {count: held for count, (_, held) in running.items() if count != self._shards}
+        if any(count < self._shards for count in others):
+            await self._release(conn, set(self._held))
+            self._wait(
+                f"a relay with STUDENTWORK_RELAY_SHARDS={min(others)} runs (this one has "
+                f"{self._shards}): it publishes; give every relay the same value"
+            )
+            return
+        if any(others.values()):
+            self._wait(
+                f"relays with STUDENTWORK_RELAY_SHARDS={max(others)} still hold shards "
+                f"(this one has {self._shards}): waiting for them to let go"
+            )
+            return
+        relays = running.get(self._shards, (1, 0))[0]
+        share = -(-self._shards // max(relays, 1))
+        if len(self._held) > share:
+            await self._release(conn, set(sorted(self._held)[share:]))
+        for shard in range(self._shards):
+            if len(self._held) >= share:
+                break
+            if shard not in self._held and await conn.fetchval(
+                "SELECT pg_try_advisory_lock($1)", _shard_lock(shard)
+            ):
+                self._held.add(shard)
+                log.info("outbox relay publishes shard %d of %d", shard, self._shards)
+        if self._held:
+            self._waiting = None
+        else:
+            self._wait("every shard is held by another relay: waiting as a hot standby")
+
+    async def _release(self, conn: asyncpg.Connection, shards: set[int]) -> None:
+        for shard in sorted(shards):
+            await conn.execute("SELECT pg_advisory_unlock($1)", _shard_lock(shard))
+            self._held.discard(shard)
+            log.info("outbox relay hands shard %d of %d over", shard, self._shards)
+
+    def _wait(self, reason: str) -> None:
+        if reason != self._waiting:
+            log.info("outbox relay publishes nothing: %s", reason)
+            self._waiting = reason
 
     def _on_notify(self, *_: Any) -> None:
         self._wakeup.set()
@@ -247,11 +363,21 @@ class OutboxRelay:
         broker fails makes the producer fail every later batch of that partition, so
         only rows of other partitions (never ordered against it) can be ahead of it.
         """
-        rows = await conn.fetch(
-            "SELECT id, topic, key, value, partition FROM outbox"
-            " WHERE sent_at IS NULL AND failed_at IS NULL ORDER BY id LIMIT $1",
-            self._settings.relay_batch,
-        )
+        if self._shards == 1:
+            rows = await conn.fetch(
+                "SELECT id, topic, key, value, partition FROM outbox"
+                " WHERE sent_at IS NULL AND failed_at IS NULL ORDER BY id LIMIT $1",
+                self._settings.relay_batch,
+            )
+        else:
+            rows = await conn.fetch(
+                "SELECT id, topic, key, value, partition FROM outbox"
+                f" WHERE sent_at IS NULL AND failed_at IS NULL AND {_SHARD_OF_ROW} = ANY($3)"
+                " ORDER BY id LIMIT $1",
+                self._settings.relay_batch,
+                self._shards,
+                sorted(self._held),
+            )
         if not rows:
             return 0
         rows = self._isolate_suspect(rows)
@@ -389,6 +515,17 @@ class OutboxRelay:
             "DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1)",
             self._sent_retention_hours * 3600,
         )
+
+
+async def relays_publishing(conn: asyncpg.Connection) -> int:
+    """How many relays hold a shard of the outbox now (the others are hot standbys)."""
+    count: int = await conn.fetchval(
+        "SELECT count(DISTINCT pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        " AND objsubid = 1 AND objid::bigint = $1"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        _RELAY_LOCK_KEY,
+    )
+    return count
 
 
 async def pending_count(database_url: str) -> int:

@@ -141,6 +141,17 @@ class Settings(BaseSettings):
     )
     relay_in_worker: bool = Field(True, description="Run the outbox relay inside the worker.")
     relay_batch: int = Field(2000, ge=1)
+    relay_shards: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description=(
+            "Shards of the outbox, each published by one relay at a time, every message of "
+            "a key always in the same shard (its order kept). The relays running share the "
+            "shards between them, evenly; 1 (default): one relay publishes everything, in "
+            "outbox order. Give every relay the same value."
+        ),
+    )
     relay_poll_seconds: float = Field(1.0, gt=0, description="Fallback when NOTIFY is missed.")
     relay_keep_sent_hours: float = Field(
         24.0,
