@@ -144,12 +144,12 @@ class Settings(BaseSettings):
     relay_shards: int = Field(
         1,
         ge=1,
-        le=1024,
+        le=32,
         description=(
-            "Shards of the outbox, each published by one relay at a time, every message of "
-            "a key always in the same shard (its order kept). The relays running share the "
-            "shards between them, evenly; 1 (default): one relay publishes everything, in "
-            "outbox order. Give every relay the same value."
+            "Shards of the outbox (at most 32, its buckets), each published by one relay at "
+            "a time, every message of a key always in the same shard (its order kept). The "
+            "relays running share the shards between them, evenly; 1 (default): one relay "
+            "publishes everything, in outbox order. Give every relay the same value."
         ),
     )
     relay_poll_seconds: float = Field(1.0, gt=0, description="Fallback when NOTIFY is missed.")

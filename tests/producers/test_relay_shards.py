@@ -17,7 +17,14 @@ import pytest
 from db import store
 from db.migrate import migrate
 from db.store import OutboxMessage
-from producers.relay import OutboxRelay, pending_count, shard_of
+from producers.relay import (
+    BUCKETS,
+    OutboxRelay,
+    bucket_of,
+    pending_count,
+    relays_publishing,
+    shard_of,
+)
 from schemas.settings import Settings
 from schemas.topics import ACKS
 from streams.admin import ensure_topics
@@ -118,6 +125,22 @@ def rows_of(shards: frozenset[int], count: int, per_key: int) -> int:
     return per_key * sum(1 for key in KEYS if shard_of(key, count) in shards)
 
 
+async def test_every_row_is_in_the_bucket_of_its_key(settings: Settings) -> None:
+    outgoing = [*messages(range(1)), OutboxMessage(ACKS, None, b'{"n": 0}')]
+    await enqueue(settings.database_url, outgoing)
+    conn: asyncpg.Connection = await asyncpg.connect(settings.database_url)
+    try:
+        stored = [
+            (r["key"], r["bucket"])
+            for r in await conn.fetch("SELECT key, bucket FROM outbox ORDER BY id")
+        ]
+    finally:
+        await conn.close()
+    assert stored == [(m.key, bucket_of(m.key)) for m in outgoing]
+    # The keys spread over the buckets (60 keys: most of the 32).
+    assert len({bucket for _, bucket in stored}) > BUCKETS // 2
+
+
 async def test_two_relays_share_the_shards_and_keep_the_order_of_each_key(
     settings: Settings, relays: Running
 ) -> None:
@@ -128,6 +151,11 @@ async def test_two_relays_share_the_shards_and_keep_the_order_of_each_key(
         "one shard each",
     )
     assert first.held_shards | second.held_shards == {0, 1}
+    conn: asyncpg.Connection = await asyncpg.connect(settings.database_url)
+    try:
+        assert await relays_publishing(conn) == 2
+    finally:
+        await conn.close()
 
     await enqueue(settings.database_url, messages(range(10)))
     await until(lambda: drained(settings), "the outbox drained")
