@@ -33,6 +33,7 @@ import json
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -83,10 +84,10 @@ BUCKETS = 32
 #: ``outbox_unsent_bucket``): a range scan per bucket, where one filtered query would
 #: sort every pending row of the shard.
 _PENDING_IN_BUCKETS = """
-SELECT o.id, o.topic, o.key, o.value, o.partition
+SELECT o.id, o.topic, o.key, o.value, o.partition, o.bucket
 FROM unnest($1::smallint[]) AS b(bucket)
 CROSS JOIN LATERAL (
-    SELECT id, topic, key, value, partition FROM outbox
+    SELECT id, topic, key, value, partition, outbox.bucket FROM outbox
     WHERE sent_at IS NULL AND failed_at IS NULL AND outbox.bucket = b.bucket
     ORDER BY id LIMIT $2
 ) AS o
@@ -229,6 +230,8 @@ class OutboxRelay:
         self._held: set[int] = set()
         #: Why this relay holds no shard although it could, as last logged.
         self._waiting: str | None = None
+        #: Whether the last batch left rows pending behind it (so no pause before the next).
+        self._more = False
         self.published = 0
         self.failed = 0
 
@@ -295,13 +298,12 @@ class OutboxRelay:
                         max_request_size=MAX_REQUEST_BYTES,
                     )
                     await producer.start()
-                sent = await self.drain(conn, producer)
-                drained += sent
-                if sent < self._settings.relay_batch or now - refreshed >= _GAUGE_SECONDS:
+                drained += await self.drain(conn, producer)
+                if not self._more or now - refreshed >= _GAUGE_SECONDS:
                     # The outbox gauges: when idle, and every few seconds of a long drain.
                     await metrics.refresh_outbox(conn)
                     refreshed = now
-                if sent < self._settings.relay_batch:
+                if not self._more:
                     if drained:
                         await self._purge_sent(conn)
                         drained = 0
@@ -391,16 +393,20 @@ class OutboxRelay:
                 " WHERE sent_at IS NULL AND failed_at IS NULL ORDER BY id LIMIT $1",
                 self._settings.relay_batch,
             )
+            self._more = len(rows) >= self._settings.relay_batch
         else:
             buckets = [b for b in range(BUCKETS) if b % self._shards in self._held]
-            rows = await conn.fetch(
-                _PENDING_IN_BUCKETS,
-                buckets,
-                -(-self._settings.relay_batch // max(len(buckets), 1)),
+            per_bucket = -(-self._settings.relay_batch // max(len(buckets), 1))
+            rows = await conn.fetch(_PENDING_IN_BUCKETS, buckets, per_bucket)
+            # More is pending where a bucket gave all it was asked for.
+            self._more = max(Counter(row["bucket"] for row in rows).values(), default=0) >= (
+                per_bucket
             )
         if not rows:
             return 0
-        rows = self._isolate_suspect(rows)
+        isolated = self._isolate_suspect(rows)
+        self._more = self._more or len(isolated) < len(rows)
+        rows = isolated
         result = await self._publish(producer, rows, alone=len(rows) == 1)
         await self._record(conn, result)
         self._suspects.difference_update(result.acknowledged)
