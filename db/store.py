@@ -296,6 +296,24 @@ async def stored_quotas(conn: asyncpg.Connection) -> dict[int, set[int]]:
     return found
 
 
+async def requested_recomputes(conn: asyncpg.Connection) -> dict[int, int]:
+    """Per year, the quota its last requested recompute recomputes to."""
+    rows = await conn.fetch("SELECT year, hours FROM quota_recomputes")
+    return {int(r["year"]): int(r["hours"]) for r in rows}
+
+
+async def request_recompute(conn: asyncpg.Connection, year: int, hours: int, event_id: str) -> None:
+    """Record that the balances of ``year`` are being recomputed to ``hours``."""
+    await conn.execute(
+        "INSERT INTO quota_recomputes (year, hours, event_id) VALUES ($1, $2, $3)"
+        " ON CONFLICT (year) DO UPDATE SET hours = EXCLUDED.hours,"
+        " event_id = EXCLUDED.event_id, requested_at = now()",
+        year,
+        hours,
+        event_id,
+    )
+
+
 async def set_quota(conn: asyncpg.Connection, year: int, hours: int, event_id: str) -> None:
     await conn.execute(
         "INSERT INTO quota_years (year, hours, event_id) VALUES ($1, $2, $3)"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -711,42 +712,54 @@ class BatchProcessor:
         writes nothing again. Returns the number of commands written.
         """
         event_id = f"quota:{change.event_id}"
-        partitions = self._settings.partitions
         async with self._pool.acquire() as conn, conn.transaction():
             await store.quota_overrides(conn, exclusive=True)
             if await store.already_applied(conn, [event_id]):
                 return 0
             await store.set_quota(conn, change.year, change.hours, change.event_id)
             await store.record_applied(conn, [event_id])
-            commands = [
-                QuotaRecompute(
-                    event_id=f"{event_id}:{partition}/{partitions}",
-                    year=change.year,
-                    partition=partition,
-                    partitions=partitions,
-                    requested_at=change.requested_at,
-                )
-                for partition in range(partitions)
-            ]
-            await store.enqueue(
-                conn,
-                [
-                    OutboxMessage(
-                        QUOTA_RECOMPUTE,
-                        str(c.partition).encode(),
-                        c.to_json_bytes(),
-                        partition=c.partition,
-                    )
-                    for c in commands
-                ],
+            written = await self._request_recompute(
+                conn, event_id, change.year, change.hours, change.requested_at
             )
         metrics.QUOTA_RECOMPUTATIONS.labels("change").inc()
         log.info(
             "quota %d set to %d hours: its balances are recomputed in %d shares",
             change.year,
             change.hours,
-            partitions,
+            written,
         )
+        return written
+
+    async def _request_recompute(
+        self, conn: asyncpg.Connection, event_id: str, year: int, hours: int, at: datetime
+    ) -> int:
+        """Write one :class:`QuotaRecompute` per partition of ``quota.recompute`` to the
+        outbox, and record the request (``quota_recomputes``), in the caller's
+        transaction, which holds the exclusive quota lock. Returns the commands written."""
+        partitions = self._settings.partitions
+        commands = [
+            QuotaRecompute(
+                event_id=f"{event_id}:{partition}/{partitions}",
+                year=year,
+                partition=partition,
+                partitions=partitions,
+                requested_at=at,
+            )
+            for partition in range(partitions)
+        ]
+        await store.enqueue(
+            conn,
+            [
+                OutboxMessage(
+                    QUOTA_RECOMPUTE,
+                    str(c.partition).encode(),
+                    c.to_json_bytes(),
+                    partition=c.partition,
+                )
+                for c in commands
+            ],
+        )
+        await store.request_recompute(conn, year, hours, event_id)
         return len(commands)
 
     async def process_recompute(self, record: RawRecord) -> int:
@@ -762,9 +775,7 @@ class BatchProcessor:
         publishes only what is still different. Returns the number of balances changed.
         """
         await fill_key_hashes(self._pool)
-        changed = await self._recompute_year(
-            command.year, None, share=(command.partition, command.partitions)
-        )
+        changed = await self._recompute_year(command.year, (command.partition, command.partitions))
         metrics.BALANCES_CHANGED.inc(changed)
         log.info(
             "balances of %d, share %d of %d, recomputed: %d changed",
@@ -775,42 +786,71 @@ class BatchProcessor:
         )
         return changed
 
-    async def reconcile_quota(self, *, chunk: int | None = None) -> dict[int, int]:
-        """Recompute every year whose stored balances were computed with another quota
-        than the effective one (configuration, then the operators' changes).
+    async def reconcile_quota(self) -> dict[int, int]:
+        """Have every year recomputed whose stored balances were computed with another
+        quota than the effective one (configuration, then the operators' changes).
 
         A quota changed only in configuration (``STUDENTWORK_QUOTA_HOURS``) reaches the
         balances of students who send nothing more only this way; the worker calls it at
-        start. It also finishes a recompute whose commands were lost with the outbox
-        rows of a restored database. The stored balances say which quota they were
-        computed with, so the check needs no copy of the configuration, and a second
-        run (another worker starting) finds nothing to do. Returns the number of
-        balances changed per recomputed year.
+        start. It writes the year's recompute commands, one per partition of
+        ``quota.recompute``, as a quota change does, so the workers recompute the year
+        between them while batches go on (the worker starts consuming at once). The
+        stored balances say which quota they were computed with, and
+        ``quota_recomputes`` which recompute was requested last, so a year already being
+        recomputed to that quota (by a change, or by another worker that started first,
+        under the same exclusive lock) is not requested twice, and once the shares are
+        done a worker starting finds nothing to do. Returns the commands written per
+        year.
         """
         async with self._pool.acquire() as conn, conn.transaction():
-            overrides = await store.quota_overrides(conn)
-            stored = await store.stored_quotas(conn)
-        rules = self._settings.quota_rules.with_overrides(overrides)
-        changed: dict[int, int] = {}
-        for year in sorted(stored):
-            if stored[year] != {rules.quota(year)}:
-                changed[year] = await self._recompute_year(year, chunk)
-        for year, count in changed.items():
+            # Shared lock first: the usual start finds nothing and holds no batch back.
+            stale, under_way = await self._stale_years(conn)
+        if stale:
+            now = self._clock()
+            async with self._pool.acquire() as conn, conn.transaction():
+                stale, under_way = await self._stale_years(conn, exclusive=True)
+                written = {
+                    year: await self._request_recompute(
+                        conn, f"reconcile:{year}:{quota}:{uuid.uuid4().hex}", year, quota, now
+                    )
+                    for year, quota in stale.items()
+                }
+        else:
+            written = {}
+        for year, quota in under_way.items():
+            log.info("quota %d: a recompute to %d hours is under way already", year, quota)
+        for year, count in written.items():
             metrics.QUOTA_RECOMPUTATIONS.labels("reconcile").inc()
-            metrics.BALANCES_CHANGED.inc(count)
             log.info(
-                "quota %d is %d hours in the configuration: %d balances changed",
+                "quota %d is %d hours, its stored balances were computed with another: "
+                "they are recomputed in %d shares",
                 year,
-                rules.quota(year),
+                stale[year],
                 count,
             )
-        return changed
+        return written
 
-    async def _recompute_year(
-        self, year: int, chunk: int | None, *, share: tuple[int, int] | None = None
-    ) -> int:
-        """Recompute, store and publish every balance of ``year`` (of the students of
-        ``share``, a (partition, partitions) pair, if given) the quota changes.
+    async def _stale_years(
+        self, conn: asyncpg.Connection, *, exclusive: bool = False
+    ) -> tuple[dict[int, int], dict[int, int]]:
+        """The years whose stored balances carry another quota than the effective one,
+        with that quota: those to recompute, and those whose recompute to it was
+        requested already."""
+        overrides = await store.quota_overrides(conn, exclusive=exclusive)
+        rules = self._settings.quota_rules.with_overrides(overrides)
+        stored = await store.stored_quotas(conn)
+        requested = await store.requested_recomputes(conn)
+        stale: dict[int, int] = {}
+        under_way: dict[int, int] = {}
+        for year in sorted(stored):
+            quota = rules.quota(year)
+            if stored[year] != {quota}:
+                (under_way if requested.get(year) == quota else stale)[year] = quota
+        return stale, under_way
+
+    async def _recompute_year(self, year: int, share: tuple[int, int]) -> int:
+        """Recompute, store and publish every balance of ``year`` of the students of
+        ``share``, a (partition, partitions) pair, that the quota changes.
 
         Why no batch decides with a stale quota: the quota is read in every batch under
         the shared quota lock, and the change committed under the exclusive one before
@@ -822,7 +862,7 @@ class BatchProcessor:
         computes from the other's committed ledger. Students who get their first period
         of the year after the list was read are decided by batches with the new quota.
         """
-        size = chunk or self._settings.quota_recompute_chunk
+        size = self._settings.quota_recompute_chunk
         async with self._pool.acquire() as conn:
             ssins = await store.ssins_with_data_in_year(conn, year, share)
         changed = 0
