@@ -1073,6 +1073,24 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def interleaved(records: list[SimulatedRecord]) -> list[SimulatedRecord]:
+    """The records round-robin over the students: every student's first record, then
+    every second one, and so on (a student's own records keep their order and their
+    timestamps). A batch of consecutive records then holds as many students as records
+    while enough students have a record of that rank, so each batch carries the ledgers
+    of the most students it can, as the batches of a replay of far more students would."""
+    by_student: dict[str, list[SimulatedRecord]] = {}
+    for record in records:
+        by_student.setdefault(record.key, []).append(record)
+    queues = list(by_student.values())
+    return [
+        queue[rank]
+        for rank in range(max(map(len, queues), default=0))
+        for queue in queues
+        if rank < len(queue)
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--students", type=int, default=2000)
@@ -1089,6 +1107,15 @@ def main() -> None:
         "--pdf-rate", type=float, default=30.0, help="attestation requests per second (open loop)"
     )
     parser.add_argument("--skip-two-workers", action="store_true")
+    parser.add_argument(
+        "--interleave-students",
+        action="store_true",
+        help=(
+            "publish the year's records round-robin over the students (each student's own "
+            "records in their order): every batch then meets as many distinct students as "
+            "it holds records, the most a batch can hold (memory at any scale)"
+        ),
+    )
     parser.add_argument(
         "--recompute-copies",
         type=int,
@@ -1118,6 +1145,8 @@ def main() -> None:
 
     records = list(generate(args.year, args.students, args.seed))
     print(f"simulated {len(records):,} records for {args.students:,} students", flush=True)
+    if args.interleave_students:
+        records = interleaved(records)
     result: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
