@@ -310,6 +310,7 @@ class OutboxRelay:
                     await self._sleep(min(self._settings.relay_poll_seconds, _CLAIM_SECONDS))
         finally:
             self._held.clear()
+            metrics.RELAY_SHARDS.set(0)
             if producer is not None:
                 with contextlib.suppress(Exception):
                     await producer.stop()
@@ -357,6 +358,7 @@ class OutboxRelay:
             ):
                 self._held.add(shard)
                 log.info("outbox relay publishes shard %d of %d", shard, self._shards)
+        metrics.RELAY_SHARDS.set(len(self._held))
         if self._held:
             self._waiting = None
         else:
@@ -367,6 +369,7 @@ class OutboxRelay:
             await conn.execute("SELECT pg_advisory_unlock($1)", _shard_lock(shard))
             self._held.discard(shard)
             log.info("outbox relay hands shard %d of %d over", shard, self._shards)
+        metrics.RELAY_SHARDS.set(len(self._held))
 
     def _wait(self, reason: str) -> None:
         if reason != self._waiting:

@@ -148,6 +148,11 @@ RELAY_PUBLISHED = Counter(
     "studentwork_relay_published_total",
     "Outbox rows the relay published and the broker acknowledged.",
 )
+RELAY_SHARDS = Gauge(
+    "studentwork_relay_shards_held",
+    "Outbox shards this process's relay publishes now (0: a hot standby; "
+    "STUDENTWORK_RELAY_SHARDS, all of them shared by the relays running).",
+)
 RELAY_ERRORS = Counter(
     "studentwork_relay_errors_total",
     "Relay failures, by kind (refused: a row the broker never takes, marked failed; "

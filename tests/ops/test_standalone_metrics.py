@@ -81,6 +81,8 @@ async def test_the_standalone_relay_serves_its_metrics(
             port,
             {
                 ("studentwork_relay_published_total", ""): 2.0,
+                # The one shard of the outbox (STUDENTWORK_RELAY_SHARDS: 1).
+                ("studentwork_relay_shards_held", ""): 1.0,
                 ("studentwork_outbox_backlog", ""): 0.0,
                 ("studentwork_outbox_oldest_unsent_age_seconds", ""): 0.0,
             },
