@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -35,20 +34,11 @@ from schemas.answers import DeadLetter
 from schemas.partitioning import key_hash, partition_of_key
 from schemas.settings import Settings
 from schemas.topics import ACKS, QUOTA_RECOMPUTE, REJECTED
-from streams.admin import ensure_topics
-from tests.support import STUDENT, Pipeline, collect
+from tests.support import STUDENT, collect
 
 pytestmark = pytest.mark.integration
 
 KEY = STUDENT.encode()
-
-
-@pytest.fixture
-async def settings(kafka_bootstrap: str, database_url: str) -> AsyncIterator[Settings]:
-    settings = Pipeline(kafka_bootstrap, database_url).settings()
-    await migrate(database_url)
-    await ensure_topics(settings)
-    yield settings
 
 
 def small(n: int) -> bytes:

@@ -15,7 +15,6 @@ import asyncpg
 import pytest
 
 from db import store
-from db.migrate import migrate
 from db.store import OutboxMessage
 from producers.relay import (
     BUCKETS,
@@ -27,22 +26,13 @@ from producers.relay import (
 )
 from schemas.settings import Settings
 from schemas.topics import ACKS
-from streams.admin import ensure_topics
-from tests.support import Pipeline, collect
+from tests.support import collect
 
 pytestmark = pytest.mark.integration
 
 KEYS = [f"student-{n:03}".encode() for n in range(60)]
 #: Every key's ten messages, in the order they were written.
 ALL_TEN = {key.decode(): list(range(10)) for key in KEYS}
-
-
-@pytest.fixture
-async def settings(kafka_bootstrap: str, database_url: str) -> AsyncIterator[Settings]:
-    settings = Pipeline(kafka_bootstrap, database_url).settings()
-    await migrate(database_url)
-    await ensure_topics(settings)
-    yield settings
 
 
 def with_shards(settings: Settings, shards: int) -> Settings:
