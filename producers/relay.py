@@ -65,15 +65,17 @@ _RELAY_LOCK_KEY = 0x5245_4C41  # "RELA"
 #: Every relay holds ``shards << 32 | _RELAY_MEMBER_KEY`` shared while it runs: how the
 #: relays count each other, and see one configured with another shard count.
 _RELAY_MEMBER_KEY = 0x5245_4C4D  # "RELM"
+#: Advisory locks are per database; pg_locks shows those of every database.
+_THIS_DATABASE = "(SELECT oid FROM pg_database WHERE datname = current_database())"
 #: The relays running, per shard count, and the shard locks they hold (pg_locks shows a
 #: bigint advisory key as classid = high half, objid = low half, objsubid = 1).
-_RELAYS_SQL = """
+_RELAYS_SQL = f"""
 SELECT m.classid::int AS shards, count(DISTINCT m.pid) AS relays, count(s.pid) AS held
 FROM pg_locks m
 LEFT JOIN pg_locks s ON s.pid = m.pid AND s.locktype = 'advisory' AND s.granted
     AND s.database = m.database AND s.objsubid = 1 AND s.objid::bigint = $2
 WHERE m.locktype = 'advisory' AND m.granted AND m.objsubid = 1 AND m.objid::bigint = $1
-    AND m.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    AND m.database = {_THIS_DATABASE}
 GROUP BY m.classid
 """
 #: Buckets of the outbox (migration 0015: the first byte of the SHA-256 of the row's key,
@@ -265,7 +267,6 @@ class OutboxRelay:
     async def _run_once(self) -> None:
         conn: asyncpg.Connection = await asyncpg.connect(self._settings.database_url)
         producer: AIOKafkaProducer | None = None
-        self._held.clear()
         try:
             await conn.execute(
                 "SELECT pg_advisory_lock_shared($1)", self._shards << 32 | _RELAY_MEMBER_KEY
@@ -346,8 +347,9 @@ class OutboxRelay:
                 f"(this one has {self._shards}): waiting for them to let go"
             )
             return
+        # This relay holds its membership lock, so it counts itself.
         relays = running.get(self._shards, (1, 0))[0]
-        share = -(-self._shards // max(relays, 1))
+        share = -(-self._shards // relays)
         if len(self._held) > share:
             await self._release(conn, set(sorted(self._held)[share:]))
         for shard in range(self._shards):
@@ -550,8 +552,7 @@ async def relays_publishing(conn: asyncpg.Connection) -> int:
     """How many relays hold a shard of the outbox now (the others are hot standbys)."""
     count: int = await conn.fetchval(
         "SELECT count(DISTINCT pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-        " AND objsubid = 1 AND objid::bigint = $1"
-        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        f" AND objsubid = 1 AND objid::bigint = $1 AND database = {_THIS_DATABASE}",
         _RELAY_LOCK_KEY,
     )
     return count
