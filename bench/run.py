@@ -956,6 +956,28 @@ def bench_attestation_service(
 # --------------------------------------------------------------------------------------
 
 
+def design_bound(result: dict[str, Any]) -> dict[str, float]:
+    """What share of the raw ceiling one worker could reach on cores kept busy, whatever
+    its own decisions cost, from three CPU figures of this run.
+
+    Each record costs at least what the passthrough spends on it (consume, parse, one
+    message out), plus what the relay spends publishing its outbox rows (the run's
+    messages per record, at the relay's measured CPU per message), plus PostgreSQL's CPU
+    for the batch's writes. When CPU is what limits the run, the pipeline's share of the
+    raw rate is at most raw CPU over that sum: once without the database (the outbox's
+    publishing alone), once with it. Broker CPU is left out, so the bound is generous.
+    """
+    raw_cpu = result["raw"]["cpu_ms_per_record"]
+    one = result["one_worker"]
+    relay_cpu = one["relay"]["cpu_ms_per_message"] * one["relay"]["messages_per_record"]
+    database_cpu = one["database_cpu_ms_per_record"]
+    return {
+        "relay_cpu_ms_per_record": round(relay_cpu, 4),
+        "of_raw_with_relay": round(raw_cpu / (raw_cpu + relay_cpu), 2),
+        "of_raw_with_relay_and_database": round(raw_cpu / (raw_cpu + relay_cpu + database_cpu), 2),
+    }
+
+
 def table(result: dict[str, Any]) -> str:
     """The figures side by side, each with its ratio to the baseline of this run."""
     raw = result["raw"]["per_second"]
@@ -986,6 +1008,17 @@ def table(result: dict[str, Any]) -> str:
             + ", ".join(f"{mb}" for mb in one["worker_rss_mb_by_quarter"]),
         ),
     ]
+    if "design_bound" in result:
+        bound = result["design_bound"]
+        rows.append(
+            (
+                "  relay CPU per record (outbox published)",
+                f"{bound['relay_cpu_ms_per_record']} ms",
+                f"{bound['relay_cpu_ms_per_record'] / raw_cpu:.1f} x raw; so one worker reaches "
+                f"at most {bound['of_raw_with_relay']:.2f} of raw, "
+                f"{bound['of_raw_with_relay_and_database']:.2f} with PostgreSQL's CPU",
+            )
+        )
     if "two_workers" in result:
         two = result["two_workers"]["per_second"]
         rows.append(
@@ -1169,6 +1202,8 @@ def main() -> None:
         print(f"raw:          {result['raw']}", flush=True)
         result["one_worker"] = bench_pipeline(bench, 1, keep=[])
         print(f"one worker:   {result['one_worker']}", flush=True)
+        result["design_bound"] = design_bound(result)
+        print(f"design bound: {result['design_bound']}", flush=True)
         if not args.skip_two_workers:
             result["two_workers"] = bench_pipeline(bench, 2)
             print(f"two workers:  {result['two_workers']}", flush=True)
