@@ -30,6 +30,9 @@ measure:
   the pipeline inserts them (the growth curve, without replaying a year);
   ``--rotation-unhashed`` fills them without their key hash, as rows from before migration
   0013 are, so the first rotation's filling them in is measured too;
+* ``design bound``: from the raw run's CPU per record, the relay's CPU per message and
+  PostgreSQL's CPU per record of the one-worker run, the most of the raw rate one worker
+  could reach on cores shared with the relay and PostgreSQL (:func:`design_bound`);
 * ``attestations``: the configured PDF process pool (``PdfRenderer``, warm): one
   document alone, ``--pdfs`` documents submitted at once (the burst), and ``--pdfs``
   documents arriving steadily at ``--pdf-rate`` per second (open loop: achieved rate,
