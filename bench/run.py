@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
 import signal
@@ -793,11 +794,14 @@ def after_pipeline(bench: Bench, settings: Settings) -> dict[str, Any]:
 
 
 def _latencies(seconds: list[float]) -> dict[str, float]:
-    """Median, p95 and worst of some latencies, in seconds."""
+    """Median, p95 and worst of some latencies, in seconds.
+
+    The p95 is the nearest rank (the smallest latency at least 95 % of them do not
+    exceed), so with few latencies it is never below the median."""
     ordered = sorted(seconds)
     return {
         "median_seconds": round(statistics.median(ordered), 3),
-        "p95_seconds": round(ordered[int(0.95 * (len(ordered) - 1))], 3),
+        "p95_seconds": round(ordered[math.ceil(0.95 * len(ordered)) - 1], 3),
         "max_seconds": round(ordered[-1], 3),
     }
 
