@@ -4,28 +4,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
 
-from db.migrate import migrate
 from db.store import OutboxMessage, enqueue
 
 pytestmark = pytest.mark.integration
 
 ACKS = "dimona.acks"
-
-
-@pytest.fixture
-async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    await migrate(database_url)
-    connection = await asyncpg.connect(database_url)
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 async def declare(conn: asyncpg.Connection, declaration_id: str, ack_event_id: str) -> None:

@@ -7,7 +7,6 @@ import os
 import shutil
 import sys
 import zipfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -30,16 +29,6 @@ UNKNOWN_EMPLOYER = "0202239951"
 # denominations, one of them an establishment unit's.
 FIXTURE_ENTERPRISES = 703
 FIXTURE_NAMES = 861
-
-
-@pytest.fixture
-async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    await migrate(database_url)
-    connection = await asyncpg.connect(database_url)
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 def write_export(folder: Path, enterprises: list[str], denominations: list[str]) -> Path:
