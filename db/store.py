@@ -42,21 +42,26 @@ class DeadLetterPayload:
     size: int
 
 
-async def lock_students(conn: asyncpg.Connection, ssins: Iterable[str]) -> dict[str, int]:
+async def lock_students(
+    conn: asyncpg.Connection, ssins: Iterable[str], *, create: bool = True
+) -> dict[str, int]:
     """Create missing student rows, lock all of them, return their next acceptance rank.
 
     Locking in SSIN order serialises two transactions that touch the same student (two
-    agents, or a partition handed over during a rebalance) without deadlocks.
+    agents, or a partition handed over during a rebalance) without deadlocks. With
+    ``create=False``, students without a row are left out (a recompute, which reads its
+    students from their rows, spares the hashing of every SSIN).
     """
     ordered = sorted(set(ssins))
     # A new row gets its partitioner hash (schemas.partitioning): the access-code rotation
     # selects a partition's students by it in SQL.
-    await conn.execute(
-        "INSERT INTO students (ssin, key_hash)"
-        " SELECT * FROM unnest($1::text[], $2::integer[]) ORDER BY 1 ON CONFLICT DO NOTHING",
-        ordered,
-        [student_key_hash(ssin) for ssin in ordered],
-    )
+    if create:
+        await conn.execute(
+            "INSERT INTO students (ssin, key_hash)"
+            " SELECT * FROM unnest($1::text[], $2::integer[]) ORDER BY 1 ON CONFLICT DO NOTHING",
+            ordered,
+            [student_key_hash(ssin) for ssin in ordered],
+        )
     rows = await conn.fetch(
         "SELECT ssin, next_seq FROM students WHERE ssin = ANY($1::text[]) ORDER BY ssin FOR UPDATE",
         ordered,
@@ -114,22 +119,23 @@ async def ssins_with_data_in_year(
     partition (``key_hash % partitions``, see :mod:`schemas.partitioning`): the shares
     of 0 .. partitions - 1 divide the students between them, once their key hashes are
     filled in (rows from before migration 0013 may still lack theirs).
+
+    Each student is asked whether a row of the year exists (two index probes) rather than
+    every row of the year read and deduplicated: each share of a recompute runs this, and
+    the union of the year's rows cost a twentieth of the recompute (pg_stat_statements).
     """
     query = (
-        "SELECT ssin FROM periods WHERE start_date >= make_date($1, 1, 1)"
-        " AND start_date < make_date($1 + 1, 1, 1)"
-        " UNION SELECT ssin FROM wage_reports WHERE year = $1"
+        "SELECT ssin FROM students s WHERE (EXISTS (SELECT 1 FROM periods p"
+        " WHERE p.ssin = s.ssin AND p.start_date >= make_date($1, 1, 1)"
+        " AND p.start_date < make_date($1 + 1, 1, 1))"
+        " OR EXISTS (SELECT 1 FROM wage_reports w WHERE w.ssin = s.ssin AND w.year = $1))"
     )
     if share is None:
         rows = await conn.fetch(f"{query} ORDER BY 1", year)
     else:
         partition, partitions = share
         rows = await conn.fetch(
-            f"SELECT s.ssin FROM ({query}) AS y JOIN students s USING (ssin)"
-            " WHERE s.key_hash % $2 = $3 ORDER BY 1",
-            year,
-            partitions,
-            partition,
+            f"{query} AND s.key_hash % $2 = $3 ORDER BY 1", year, partitions, partition
         )
     return [r["ssin"] for r in rows]
 
@@ -362,6 +368,36 @@ async def save_balances(
         [orjson.dumps(g[5]).decode() for g in given],
     )
     return {(r["ssin"], r["year"]): r["version"] for r in stored}
+
+
+async def requota_balances(
+    conn: asyncpg.Connection, ssins: Sequence[str], year: int, quota: int
+) -> dict[str, tuple[int, str]]:
+    """Give the students' balances of ``year`` the quota ``quota`` in place, where that
+    is all a recompute would change; return the new version and document (JSON text)
+    of each balance changed, by SSIN.
+
+    A balance whose used hours fit within both its stored quota and ``quota`` had every
+    hour at the reduced rate and keeps them all there (:func:`quota.balance.compute_balance`
+    fills the quota in acceptance order, and nothing else in it depends on the quota), so
+    only ``quota`` and ``remaining`` change. Balances above either quota, already at
+    ``quota``, or absent are left to the caller, to be computed from their ledgers.
+    """
+    rows = await conn.fetch(
+        """
+        UPDATE balances AS b SET quota = $3, remaining = $3 - b.used, version = b.version + 1,
+            document = b.document
+                || jsonb_build_object('quota', $3::int, 'remaining', $3::int - b.used),
+            updated_at = now()
+        FROM unnest($1::text[]) AS s(ssin)
+        WHERE b.ssin = s.ssin AND b.year = $2 AND b.quota <> $3 AND b.used <= least(b.quota, $3)
+        RETURNING b.ssin, b.version, b.document::text AS document
+        """,
+        list(ssins),
+        year,
+        quota,
+    )
+    return {r["ssin"]: (r["version"], r["document"]) for r in rows}
 
 
 async def enqueue(conn: asyncpg.Connection, messages: Sequence[OutboxMessage]) -> None:

@@ -234,6 +234,53 @@ def balance_document(balance: Balance) -> dict[str, Any]:
     }
 
 
+#: The keys of a balance document and of each of its terms, in the order
+#: :func:`balance_document` writes them (a test holds the two together).
+DOCUMENT_KEYS = (
+    "ssin",
+    "year",
+    "quota",
+    "used",
+    "remaining",
+    "reducedHours",
+    "ordinaryHours",
+    "neutralisedHours",
+    "lateHours",
+    "terms",
+)
+TERM_KEYS = (
+    "employer",
+    "quarter",
+    "source",
+    "hours",
+    "plannedHours",
+    "lateHours",
+    "dmfaHours",
+    "grossWageCents",
+    "neutralisedHours",
+    "reducedHours",
+    "ordinaryHours",
+    "periodIds",
+    "lateDeductedHours",
+)
+
+
+def _in_order(stored: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    ordered = {key: stored[key] for key in keys if key in stored}
+    # A key this release does not write (a document of another one) keeps its place last.
+    return ordered | stored if len(ordered) < len(stored) else ordered
+
+
+def stored_balance_document(text: str) -> dict[str, Any]:
+    """A balance document as PostgreSQL returns it, in the order of
+    :func:`balance_document`: ``jsonb`` keeps no key order, and the events made of a
+    stored document are then byte for byte those of the same balance computed anew."""
+    stored = orjson.loads(text)
+    document = _in_order(stored, DOCUMENT_KEYS)
+    document["terms"] = [_in_order(term, TERM_KEYS) for term in stored["terms"]]
+    return document
+
+
 #: The fields of a stored balance document that the public ``student.balances`` carries
 #: (``BalanceEvent``): the figures of the year, no employers, no wages.
 PUBLIC_BALANCE_FIELDS = (

@@ -6,9 +6,18 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime
 
+import orjson
+
 from quota import DeclarePeriod, QuotaRules, ReportWages, StudentLedger, apply, compute_balance
 from schemas.answers import BalanceEvent, LedgerEvent
-from streams.messages import balance_document, balance_event_bytes, ledger_event_bytes
+from streams.messages import (
+    DOCUMENT_KEYS,
+    TERM_KEYS,
+    balance_document,
+    balance_event_bytes,
+    ledger_event_bytes,
+    stored_balance_document,
+)
 
 WHEN = datetime(2026, 6, 1, 7, tzinfo=UTC)
 
@@ -70,3 +79,27 @@ def test_the_public_balance_message_carries_no_employer_and_no_wage() -> None:
     event = BalanceEvent.model_validate_json(raw)
     assert json.loads(raw) == event.model_dump(mode="json", by_alias=True)
     assert b"0123456749" not in raw and b"0403170701" not in raw and b"420000" not in raw
+
+
+def test_a_stored_document_is_read_back_in_the_order_it_is_written() -> None:
+    document = _document()
+    assert tuple(document) == DOCUMENT_KEYS
+    assert {tuple(term) for term in document["terms"]} == {TERM_KEYS}  # type: ignore[attr-defined]
+    # jsonb's own order (shorter keys first), as PostgreSQL returns the document.
+    stored = orjson.dumps(
+        {
+            **dict(sorted(document.items(), key=lambda kv: (len(kv[0]), kv[0]))),
+            "terms": [
+                dict(sorted(term.items(), key=lambda kv: (len(kv[0]), kv[0])))
+                for term in document["terms"]  # type: ignore[attr-defined]
+            ],
+        }
+    ).decode()
+    read = stored_balance_document(stored)
+    assert ledger_event_bytes(read, 3, WHEN) == ledger_event_bytes(document, 3, WHEN)
+    assert balance_event_bytes(read, 3, WHEN) == balance_event_bytes(document, 3, WHEN)
+
+
+def test_a_key_this_release_does_not_write_is_kept_last() -> None:
+    read = stored_balance_document('{"used": 1, "extra": true, "ssin": "x", "terms": []}')
+    assert list(read.items()) == [("ssin", "x"), ("used", 1), ("terms", []), ("extra", True)]
