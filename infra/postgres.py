@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -82,10 +83,13 @@ class LocalPostgres:
         search_path: str | None = None,
         startup_timeout: int = 60,
         crash_safe: bool = False,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         self.search_path = search_path
         self.startup_timeout = startup_timeout
         self.crash_safe = crash_safe
+        #: More server settings, as postgresql.conf writes them: {"shared_buffers": "'4GB'"}.
+        self.settings = dict(settings or {})
         self._bindir: Path | None = None
         self._workdir: Path | None = None
         self._run_as: list[str] = []
@@ -180,6 +184,7 @@ class LocalPostgres:
         settings = {
             **_SETTINGS,
             **(_CRASH_SAFE_SETTINGS if self.crash_safe else {}),
+            **self.settings,
             "listen_addresses": "'127.0.0.1'",
             "port": str(port),
             "unix_socket_directories": f"'{workdir}'",

@@ -13,7 +13,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -28,6 +28,7 @@ from infra.postgres import LocalPostgres
 KAFKA_IMAGE = "confluentinc/cp-kafka:7.9.0"
 # Same major version as the Debian server that LocalPostgres uses.
 POSTGRES_IMAGE = "postgres:15-alpine"
+_QUOTE = "'"
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,15 @@ class _Service(Protocol):
 
 
 @contextmanager
-def local_services(*, log: Callable[[str], object] = print) -> Iterator[Services]:
+def local_services(
+    *, log: Callable[[str], object] = print, postgres_settings: Mapping[str, str] | None = None
+) -> Iterator[Services]:
     """Provide Kafka and PostgreSQL for the duration of the `with` block.
 
     Both are started concurrently, since each takes seconds, and everything started here
-    is stopped on exit, including after an error or Ctrl+C.
+    is stopped on exit, including after an error or Ctrl+C. ``postgres_settings`` are
+    server settings for a PostgreSQL started here (``{"shared_buffers": "'4GB'"}``, as
+    ``postgresql.conf`` writes them); a server named by `DATABASE_URL` keeps its own.
     """
     ready = {"kafka": os.environ.get("KAFKA_BOOTSTRAP"), "postgres": os.environ.get("DATABASE_URL")}
     for name, variable in (("kafka", "KAFKA_BOOTSTRAP"), ("postgres", "DATABASE_URL")):
@@ -59,7 +64,9 @@ def local_services(*, log: Callable[[str], object] = print) -> Iterator[Services
 
     missing = [name for name, url in ready.items() if not url]
     use_docker = bool(missing) and _docker_answers()
-    services: dict[str, _Service] = {name: _make(name, use_docker, log) for name in missing}
+    services: dict[str, _Service] = {
+        name: _make(name, use_docker, log, postgres_settings or {}) for name in missing
+    }
     previous_sigterm = _exit_on_sigterm()
     try:
         with ThreadPoolExecutor(max_workers=2) as pool:
@@ -99,10 +106,14 @@ def _exit_on_sigterm() -> signal._HANDLER | None:
     return signal.signal(signal.SIGTERM, _exit)
 
 
-def _make(name: str, use_docker: bool, log: Callable[[str], object]) -> _Service:
+def _make(
+    name: str, use_docker: bool, log: Callable[[str], object], postgres_settings: Mapping[str, str]
+) -> _Service:
     if name == "kafka":
         return _KafkaContainer() if use_docker else LocalKafka(log=log)
-    return _PostgresContainer() if use_docker else LocalPostgres()
+    if use_docker:
+        return _PostgresContainer(postgres_settings)
+    return LocalPostgres(settings=postgres_settings)
 
 
 def _timed_start(name: str, service: _Service, log: Callable[[str], object]) -> str:
@@ -147,8 +158,9 @@ class _KafkaContainer:
 class _PostgresContainer:
     """A PostgreSQL server in Docker, with the same start/stop shape as LocalPostgres."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Mapping[str, str] | None = None) -> None:
         self._container: Any = None
+        self._settings = dict(settings or {})
 
     def start(self) -> str:
         from testcontainers.community.postgres import PostgresContainer
@@ -156,6 +168,10 @@ class _PostgresContainer:
         self._container = PostgresContainer(
             POSTGRES_IMAGE, username="postgres", password="postgres", dbname="postgres"
         )
+        if self._settings:
+            # The image's command is `postgres`; `-c` takes the value without conf quotes.
+            options = [f"-c {key}={value.strip(_QUOTE)}" for key, value in self._settings.items()]
+            self._container.with_command(" ".join(["postgres", *options]))
         self._container.start()
         return str(self._container.get_connection_url(driver=None))
 

@@ -123,3 +123,15 @@ def test_environment_variables_win_and_nothing_is_started(
     with local_services(log=lambda _: None) as services:
         assert services.kafka_bootstrap == "kafka.example:9092"
         assert services.database_url == "postgresql://u@db.example/app"
+
+
+@pytest.mark.integration
+async def test_local_postgres_takes_more_server_settings() -> None:
+    # The benchmark sizes shared_buffers for its data (bench/run.py --shared-buffers).
+    with LocalPostgres(settings={"shared_buffers": "'48MB'", "work_mem": "'5MB'"}) as dsn:
+        conn = await asyncpg.connect(dsn)
+        try:
+            assert await conn.fetchval("SHOW shared_buffers") == "48MB"
+            assert await conn.fetchval("SHOW work_mem") == "5MB"
+        finally:
+            await conn.close()
