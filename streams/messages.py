@@ -234,9 +234,9 @@ def balance_document(balance: Balance) -> dict[str, Any]:
     }
 
 
-#: The keys of a balance document and of each of its terms, in the order
-#: :func:`balance_document` writes them (a test holds the two together).
-DOCUMENT_KEYS = (
+#: The fields of a stored balance document that the public ``student.balances`` carries
+#: (``BalanceEvent``): the figures of the year, no employers, no wages.
+PUBLIC_BALANCE_FIELDS = (
     "ssin",
     "year",
     "quota",
@@ -246,8 +246,12 @@ DOCUMENT_KEYS = (
     "ordinaryHours",
     "neutralisedHours",
     "lateHours",
-    "terms",
 )
+
+
+#: The keys of a balance document and of each of its terms, in the order
+#: :func:`balance_document` writes them (a test holds the two together).
+DOCUMENT_KEYS = (*PUBLIC_BALANCE_FIELDS, "terms")
 TERM_KEYS = (
     "employer",
     "quarter",
@@ -279,21 +283,6 @@ def stored_balance_document(text: str) -> dict[str, Any]:
     document = _in_order(stored, DOCUMENT_KEYS)
     document["terms"] = [_in_order(term, TERM_KEYS) for term in stored["terms"]]
     return document
-
-
-#: The fields of a stored balance document that the public ``student.balances`` carries
-#: (``BalanceEvent``): the figures of the year, no employers, no wages.
-PUBLIC_BALANCE_FIELDS = (
-    "ssin",
-    "year",
-    "quota",
-    "used",
-    "remaining",
-    "reducedHours",
-    "ordinaryHours",
-    "neutralisedHours",
-    "lateHours",
-)
 
 
 def _event_bytes(document: dict[str, Any], event_id: str, now: datetime) -> bytes:

@@ -11,7 +11,6 @@ computing its ledger anew under the new quota gives.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
@@ -19,7 +18,6 @@ import orjson
 import pytest
 
 from db import store
-from db.migrate import migrate
 from producers.simulator import generate
 from quota import compute_balance
 from schemas.answers import QuotaChange, QuotaRecompute
@@ -33,16 +31,6 @@ pytestmark = pytest.mark.integration
 YEAR = 2026
 STUDENTS = 400
 T0 = datetime(YEAR, 12, 1, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    await migrate(database_url)
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 async def replayed_year(processor: BatchProcessor) -> None:
