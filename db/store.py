@@ -6,7 +6,7 @@ batch processor decides what is atomic, these functions only read and write rows
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -77,7 +77,14 @@ async def load_ledgers(
     With ``year``, only that year's periods (by start date) and wage reports: all a
     balance of the year depends on (a recompute), not what a command may change.
     """
-    next_seqs = await lock_students(conn, ssins)
+    return await read_ledgers(conn, await lock_students(conn, ssins), year)
+
+
+async def read_ledgers(
+    conn: asyncpg.Connection, next_seqs: Mapping[str, int], year: int | None = None
+) -> dict[str, StudentLedger]:
+    """The ledgers of students already locked (``next_seqs``, as :func:`lock_students`
+    returns them), as :func:`load_ledgers` reads them."""
     ledgers = {ssin: StudentLedger(ssin, next_seq=seq) for ssin, seq in next_seqs.items()}
     periods = "SELECT * FROM periods WHERE ssin = ANY($1::text[])"
     reports = "SELECT * FROM wage_reports WHERE ssin = ANY($1::text[])"

@@ -893,14 +893,16 @@ class BatchProcessor:
         now = self._clock()
         async with self._pool.acquire() as conn, conn.transaction():
             rules = self._settings.quota_rules.with_overrides(await store.quota_overrides(conn))
-            await store.lock_students(conn, ssins, create=False)
+            next_seqs = await store.lock_students(conn, ssins, create=False)
             requoted = await store.requota_balances(conn, ssins, year, rules.quota(year))
             messages = [
                 message
                 for version, text in requoted.values()
                 for message in _balance_messages(stored_balance_document(text), version, now)
             ]
-            ledgers = await store.load_ledgers(conn, [s for s in ssins if s not in requoted], year)
+            ledgers = await store.read_ledgers(
+                conn, {s: seq for s, seq in next_seqs.items() if s not in requoted}, year
+            )
             balances = [compute_balance(ledger, year, rules) for ledger in ledgers.values()]
             messages += await self._changed_balances(conn, balances, now)
             # Stable: each balance's two events stay in their order.

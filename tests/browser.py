@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,11 +65,16 @@ def chromium(download_dir: Path) -> Iterator[webdriver.Chrome]:
             "plugins.always_open_pdf_externally": True,
         },
     )
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    try:
-        yield driver
-    finally:
-        driver.quit()
+    # Chromium keeps its singleton socket and a profile in directories of its own under
+    # TMPDIR, which outlive the driver's quit: given a directory of the test's, a run
+    # leaves nothing behind in /tmp.
+    with tempfile.TemporaryDirectory(prefix="studentwork-chromium-") as scratch:
+        service = Service(executable_path=CHROMEDRIVER, env={**os.environ, "TMPDIR": scratch})
+        driver = webdriver.Chrome(options=options, service=service)
+        try:
+            yield driver
+        finally:
+            driver.quit()
 
 
 def save_screenshot(driver: webdriver.Chrome, test_name: str, page: str) -> Path:
