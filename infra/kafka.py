@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import fcntl
 import hashlib
 import os
 import re
@@ -186,12 +187,25 @@ class LocalKafka:
         """
         marker = self.cache_dir / "complete"
         stamp = f"{self.version} {hashlib.sha256(POM.read_bytes()).hexdigest()}"
-        if marker.is_file() and marker.read_text() == stamp and self.libs_dir.is_dir():
-            return self.libs_dir
 
+        def complete() -> bool:
+            return marker.is_file() and marker.read_text() == stamp and self.libs_dir.is_dir()
+
+        if complete():
+            return self.libs_dir
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        # Brokers started side by side (the test processes of `pytest -n 2`) share the
+        # cache: one downloads while the others wait, then finds the jars complete, and
+        # none replaces a classpath another JVM is starting from.
+        with (self.cache_dir / "lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if complete():
+                return self.libs_dir
+            return self._download_jars(marker, stamp)
+
+    def _download_jars(self, marker: Path, stamp: str) -> Path:
         mvn = self._tool("mvn", "Maven not found: install Maven 3 (Debian: maven)")
         self._log(f"Downloading Kafka {self.version} jars with Maven (first run only)...")
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix="libs-", dir=self.cache_dir))
         try:
             command = [

@@ -23,6 +23,15 @@ if TYPE_CHECKING:
     from selenium.webdriver import Chrome
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tests marked ``long`` first (the order is otherwise kept).
+
+    `infra/test` spreads whole modules over several processes; a multi-minute replay
+    handed out last would leave one process running it alone at the end.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 @pytest.fixture(scope="session")
 def services() -> Iterator[Services]:
     with local_services() as running:

@@ -17,8 +17,8 @@ SSIN = "01010100123"
 
 
 def document(terms: int) -> dict[str, object]:
-    """A balance document of ``terms`` terms: 5 of them stay under PostgreSQL's 2 kB
-    threshold, 40 go over it."""
+    """A balance document of ``terms`` terms: 1 stays under PostgreSQL's 2 kB threshold,
+    40 go over it."""
     return {
         "ssin": SSIN,
         "year": 2026,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import asyncpg
@@ -106,6 +107,32 @@ def test_jars_are_downloaded_once_then_served_from_the_cache(tmp_path: Path) -> 
 
     assert again == libs == cache / "libs"
     assert [p.name for p in libs.iterdir()] == ["kafka.jar"]
+    assert calls.read_text().splitlines() == ["run"]
+
+
+def test_brokers_started_side_by_side_download_the_jars_once(tmp_path: Path) -> None:
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    calls = tmp_path / "mvn-calls"
+    # A slow Maven: without the lock, every caller would find no marker and run it.
+    (fake_bin / "mvn").write_text(
+        "#!/bin/sh\n"
+        'for arg; do case $arg in -DoutputDirectory=*) out="${arg#*=}";; esac; done\n'
+        f'sleep 1; touch "$out/kafka.jar"; echo run >> {calls}\n'
+    )
+    (fake_bin / "mvn").chmod(0o755)
+    cache = tmp_path / "cache"
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        found = list(
+            pool.map(
+                lambda _: LocalKafka(search_path=str(fake_bin), cache_dir=cache).resolve_jars(),
+                range(3),
+            )
+        )
+
+    assert found == [cache / "libs"] * 3
+    assert [p.name for p in (cache / "libs").iterdir()] == ["kafka.jar"]
     assert calls.read_text().splitlines() == ["run"]
 
 

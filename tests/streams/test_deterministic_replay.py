@@ -35,7 +35,7 @@ from tests.conftest import throwaway_database
 from tests.streams.resilience import DEADLINE_SECONDS, Fleet
 from tests.support import Pipeline, now_utc
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 STUDENTS = int(os.environ.get("STUDENTWORK_REPLAY_STUDENTS", "2500"))
 PAST_YEAR = brussels_date(now_utc()).year - 1

@@ -37,7 +37,7 @@ from tests.streams.resilience import (
 )
 from tests.support import Pipeline, publish
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 RECORDS = int(os.environ.get("STUDENTWORK_FAULT_RECORDS", "3000"))
 #: How long the database stays down: a few of the workers' retries.

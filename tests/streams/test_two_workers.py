@@ -32,7 +32,7 @@ from tests.streams.resilience import (
 )
 from tests.support import Pipeline, WorkerProcess, publish
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 RECORDS = int(os.environ.get("STUDENTWORK_FAULT_RECORDS", "3000"))
 PARTITIONS = 4
