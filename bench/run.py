@@ -75,6 +75,7 @@ import asyncpg  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 
+from db.reads import relay_backlog  # noqa: E402
 from producers.simulator import SimulatedRecord, generate, publish_records  # noqa: E402
 from schemas.settings import Settings  # noqa: E402
 from schemas.topics import DIMONA, DMFA  # noqa: E402
@@ -228,10 +229,10 @@ async def _progress(
     )
     conn = await asyncpg.connect(settings.database_url)
     try:
-        backlog = await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+        backlog = await relay_backlog(conn)
     finally:
         await conn.close()
-    return committed, int(backlog)
+    return committed, backlog
 
 
 def _free_port() -> int:

@@ -1,4 +1,4 @@
-"""Read-side queries for the HTTP API: plain reads, no locks, no writes.
+"""Read-side queries for the HTTP API and the operators: plain reads, no locks, no writes.
 
 The write side (:mod:`db.store`) locks a student's rows ``FOR UPDATE`` because it is about
 to change them; a student looking at a balance must never take those locks, or a busy
@@ -43,6 +43,33 @@ async def read_snapshot(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]
 async def ping(conn: asyncpg.Connection) -> bool:
     """Whether the database answers a trivial query."""
     return bool(await conn.fetchval("SELECT 1") == 1)
+
+
+@dataclass(frozen=True)
+class OutboxState:
+    """The outbox as operators watch it."""
+
+    backlog: int
+    """Rows waiting for the relay (neither sent nor failed)."""
+    failed: int
+    """Rows the broker refused for good, each standing for a dead letter."""
+    oldest_age_seconds: float
+    """Age of the oldest row waiting; 0 when none waits."""
+
+
+async def outbox_state(conn: asyncpg.Connection) -> OutboxState:
+    """The backlog, the failed rows and the age of the oldest waiting row, in one read of
+    the two partial indexes (``outbox_unsent``, ``outbox_failed``): a failed row is never
+    sent, and the sent rows a retention keeps are not read at all."""
+    row = await conn.fetchrow(
+        "SELECT count(*) FILTER (WHERE failed_at IS NULL) AS backlog,"
+        " count(*) FILTER (WHERE failed_at IS NOT NULL) AS failed,"
+        " coalesce(extract(epoch FROM now() - min(created_at)"
+        "   FILTER (WHERE failed_at IS NULL)), 0)::float8 AS oldest"
+        " FROM outbox WHERE (sent_at IS NULL AND failed_at IS NULL) OR failed_at IS NOT NULL"
+    )
+    assert row is not None
+    return OutboxState(int(row["backlog"]), int(row["failed"]), float(row["oldest"]))
 
 
 async def relay_backlog(conn: asyncpg.Connection) -> int:

@@ -255,6 +255,7 @@ async def _feed(
     import asyncpg
     from rich.progress import Progress
 
+    from db.reads import relay_backlog
     from producers.simulator import generate, publish_records
 
     year = datetime.now(UTC).year
@@ -277,7 +278,7 @@ async def _feed(
                     await asyncio.sleep(0.05)
                 progress.update(task, completed=sent)
             while True:
-                if not await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL"):
+                if not await relay_backlog(conn):
                     break
                 await asyncio.sleep(0.1)
     finally:

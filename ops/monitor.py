@@ -33,6 +33,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from db import reads
 from schemas.settings import Settings
 from schemas.topics import ACKS, REJECTED, TOPICS
 
@@ -134,13 +135,7 @@ async def _database(settings: Settings) -> dict[str, Any]:
             " ORDER BY id DESC",
             REJECTED,
         )
-        outbox = await conn.fetchrow(
-            "SELECT count(*) FILTER (WHERE failed_at IS NULL) AS backlog,"
-            " count(*) FILTER (WHERE failed_at IS NOT NULL) AS failed,"
-            " coalesce(extract(epoch FROM now() - min(created_at)"
-            "   FILTER (WHERE failed_at IS NULL)), 0)::float8 AS oldest"
-            " FROM outbox WHERE sent_at IS NULL"
-        )
+        outbox = await reads.outbox_state(conn)
     finally:
         await conn.close()
     by_reason: dict[str, int] = {}
@@ -163,14 +158,13 @@ async def _database(settings: Settings) -> dict[str, Any]:
                     "rejectedAt": letter.get("rejectedAt"),
                 }
             )
-    assert outbox is not None
     return {
         "answersLastMinute": {row["status"]: row["n"] for row in answers if row["status"]},
         "deadLettersLastHour": {"byReason": by_reason, "newest": newest},
         "outbox": {
-            "backlog": outbox["backlog"],
-            "failed": outbox["failed"],
-            "oldestAgeSeconds": round(outbox["oldest"], 1),
+            "backlog": outbox.backlog,
+            "failed": outbox.failed,
+            "oldestAgeSeconds": round(outbox.oldest_age_seconds, 1),
         },
     }
 

@@ -36,6 +36,7 @@ from prometheus_client import (
     start_http_server,
 )
 
+from db import reads
 from schemas.settings import Settings
 
 # The ``_created`` series double every counter's lines and no dashboard here uses them.
@@ -214,18 +215,11 @@ def watch_pool(pool: asyncpg.Pool) -> None:
 async def refresh_outbox(conn: asyncpg.Connection) -> tuple[int, float]:
     """Read the outbox backlog, the age of its oldest unsent row and the failed rows into
     their gauges; return (backlog, oldest age in seconds)."""
-    row = await conn.fetchrow(
-        "SELECT count(*) FILTER (WHERE sent_at IS NULL AND failed_at IS NULL) AS backlog,"
-        " coalesce(extract(epoch FROM now() - min(created_at)"
-        "   FILTER (WHERE sent_at IS NULL AND failed_at IS NULL)), 0)::float8 AS oldest,"
-        " count(*) FILTER (WHERE failed_at IS NOT NULL) AS failed"
-        " FROM outbox WHERE sent_at IS NULL"
-    )
-    assert row is not None
-    OUTBOX_BACKLOG.set(row["backlog"])
-    OUTBOX_OLDEST_AGE.set(row["oldest"])
-    OUTBOX_FAILED.set(row["failed"])
-    return int(row["backlog"]), float(row["oldest"])
+    state = await reads.outbox_state(conn)
+    OUTBOX_BACKLOG.set(state.backlog)
+    OUTBOX_OLDEST_AGE.set(state.oldest_age_seconds)
+    OUTBOX_FAILED.set(state.failed)
+    return state.backlog, state.oldest_age_seconds
 
 
 def record_outcomes(
