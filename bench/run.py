@@ -305,11 +305,14 @@ def _server_cpu(url: str) -> float:
     return _process_tree_cpu(asyncio.run(_postmaster_pid(url)))
 
 
-def bench_pipeline(bench: Bench, workers: int, keep: list[str] | None = None) -> dict[str, Any]:
+def bench_pipeline(
+    bench: Bench, workers: int, keep: list[str] | None = None, repo: Path = REPO
+) -> dict[str, Any]:
     """``workers`` worker processes from the published year to an empty outbox.
 
     ``keep`` receives the database URL when the caller wants to measure more on it (the
-    database is then left for the caller's ``database`` block).
+    database is then left for the caller's ``database`` block). ``repo``: the checkout
+    the workers run from (another commit's, to compare two in one run).
     """
     prefix = f"w{workers}{uuid.uuid4().hex[:6]}."
     with database(bench.admin_dsn) as url, tempfile.TemporaryDirectory() as workdir:
@@ -336,7 +339,7 @@ def bench_pipeline(bench: Bench, workers: int, keep: list[str] | None = None) ->
                     subprocess.Popen(
                         [sys.executable, "-m", "infra", "worker"],
                         env=env,
-                        cwd=REPO,
+                        cwd=repo,
                         stdout=out,
                         stderr=subprocess.STDOUT,
                     )

@@ -92,8 +92,10 @@ async def codes_of_month(
 ) -> dict[str, StoredCode]:
     """The stored codes of the given students for one month, by SSIN."""
     rows = await conn.fetch(
-        "SELECT ssin, month, sealed, valid_from, valid_until FROM access_codes"
-        " WHERE ssin = ANY($1::text[]) AND month = $2",
+        # A join of the keys, not `ssin = ANY($1)`: see db.store.LOCK_STUDENTS.
+        "SELECT c.ssin, c.month, c.sealed, c.valid_from, c.valid_until"
+        " FROM unnest($1::text[]) AS k(ssin) JOIN access_codes c ON c.ssin = k.ssin"
+        " WHERE c.month = $2",
         sorted(set(ssins)),
         month,
     )
