@@ -91,6 +91,19 @@ class Settings(BaseSettings):
         description="Most events applied in one transaction (a merged batch included).",
     )
     batch_within: float = Field(0.2, gt=0, description="Seconds to wait to fill a batch.")
+    # Deciding a batch allocates millions of small objects, nearly none in cycles; at
+    # Python's default of 700 the collector walks them (and every module, faust and
+    # aiokafka object) again and again (bench/statements.py, side by side).
+    gc_threshold: int = Field(
+        50_000,
+        ge=0,
+        description=(
+            "Allocations between two collections of the youngest generation of Python's "
+            "cycle collector in the worker (the interpreter's default is 700; 0 keeps "
+            "it). The objects alive once the worker has started are frozen out of every "
+            "collection."
+        ),
+    )
     quota_recompute_chunk: int = Field(
         2000,
         ge=1,
