@@ -30,9 +30,10 @@ measure:
   the pipeline inserts them (the growth curve, without replaying a year);
   ``--rotation-unhashed`` fills them without their key hash, as rows from before migration
   0013 are, so the first rotation's filling them in is measured too;
-* ``design bound``: from the raw run's CPU per record, the relay's CPU per message and
-  PostgreSQL's CPU per record of the one-worker run, the most of the raw rate one worker
-  could reach on cores shared with the relay and PostgreSQL (:func:`design_bound`);
+* ``design bound``: the most of the raw rate one worker could reach, by its own CPU per
+  record, and on this machine's cores whatever it cost, from the relay's CPU per message
+  and the CPU per record of PostgreSQL and the broker (a local one: its process is found
+  by its port) in the one-worker run (:func:`design_bound`);
 * ``attestations``: the configured PDF process pool (``PdfRenderer``, warm): one
   document alone, ``--pdfs`` documents submitted at once (the burst), and ``--pdfs``
   documents arriving steadily at ``--pdf-rate`` per second (open loop: achieved rate,
@@ -153,8 +154,9 @@ async def published(bench: Bench, settings: Settings) -> dict[TopicPartition, in
 
 async def _raw(
     bench: Bench, settings: Settings, ends: dict[TopicPartition, int]
-) -> tuple[float, float]:
-    """Wall and CPU seconds of the passthrough (CPU: this process, all its threads)."""
+) -> tuple[float, float, float | None]:
+    """Wall and CPU seconds of the passthrough (CPU: this process, all its threads), and
+    the broker's CPU seconds meanwhile (None when the broker is not on this machine)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bench.kafka_bootstrap, group_id=None, enable_auto_commit=False
     )
@@ -172,6 +174,8 @@ async def _raw(
         await consumer.seek_to_beginning(*ends)
         # The output topic is created by this first message, before the clock starts.
         await (await producer.send(out, b"{}"))
+        broker = _listener_pid(bench.kafka_bootstrap)
+        broker_ready = _cpu_seconds(broker) if broker else None
         start, cpu = time.perf_counter(), time.process_time()
         left = sum(ends.values())
         pending: list[asyncio.Future[Any]] = []
@@ -188,7 +192,11 @@ async def _raw(
                 await asyncio.gather(*pending)
                 pending.clear()
         await asyncio.gather(*pending)
-        return time.perf_counter() - start, time.process_time() - cpu
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        broker_cpu = (
+            _cpu_seconds(broker) - broker_ready if broker and broker_ready is not None else None
+        )
+        return seconds, cpu, broker_cpu
     finally:
         await producer.stop()
         await consumer.stop()
@@ -199,14 +207,20 @@ def bench_raw(bench: Bench) -> dict[str, Any]:
     with database(bench.admin_dsn) as url:
         settings = bench.settings(prefix, url)
         ends = asyncio.run(published(bench, settings))
-        seconds, cpu = asyncio.run(_raw(bench, settings, ends))
+        seconds, cpu, broker_cpu = asyncio.run(_raw(bench, settings, ends))
     count = sum(ends.values())
     return {
         "records": count,
         "seconds": round(seconds, 2),
         "per_second": round(count / seconds),
         "cpu_ms_per_record": round(1000 * cpu / count, 3),
+        # The broker's CPU over the run (a broker on this machine only).
+        "broker_cpu_ms_per_record": _per_record(broker_cpu, count),
     }
+
+
+def _per_record(cpu_seconds: float | None, count: int) -> float | None:
+    return None if cpu_seconds is None else round(1000 * cpu_seconds / count, 3)
 
 
 # --------------------------------------------------------------------------------------
@@ -247,6 +261,36 @@ def _cpu_seconds(pid: int) -> float:
     """User and system CPU a running process has used (Linux ``/proc``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _listener_pid(address: str) -> int | None:
+    """The local process listening on the port of ``address`` (``host:port``, the first
+    of a list), found through ``/proc/net/tcp`` and the processes' socket descriptors
+    (Linux); None when no process of this machine that can be read listens there."""
+    port = int(address.split(",")[0].rpartition(":")[2])
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # local_address is hex ip:port; state 0A is LISTEN.
+            if int(fields[1].rpartition(":")[2], 16) == port and fields[3] == "0A":
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            for fd in (entry / "fd").iterdir():
+                if os.readlink(fd) in inodes:
+                    return int(entry.name)
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return None
 
 
 def _rss_megabytes(pid: int, field: str = "VmRSS") -> float:
@@ -380,6 +424,8 @@ def bench_pipeline(
                 start = time.perf_counter()
             ready_cpu = sum(_cpu_seconds(process.pid) for process in processes)
             ready_server = _server_cpu(url)
+            broker = _listener_pid(bench.kafka_bootstrap)
+            ready_broker = _cpu_seconds(broker) if broker else 0.0
             count = sum(ends.values())
             # Worker memory as the replay goes: (records committed, largest worker RSS),
             # to tell a bound (flat once batches are full) from growth with the students.
@@ -398,6 +444,7 @@ def bench_pipeline(
             rss = max(_rss_megabytes(process.pid) for process in processes)
             peak = max(_rss_megabytes(process.pid, "VmHWM") for process in processes)
             database_cpu = _server_cpu(url) - ready_server
+            broker_cpu = _cpu_seconds(broker) - ready_broker if broker else None
         finally:
             for spy in spies:
                 spy.send_signal(signal.SIGINT)
@@ -422,6 +469,8 @@ def bench_pipeline(
             ],
             # The whole PostgreSQL server's CPU over the run (local PostgreSQL only).
             "database_cpu_ms_per_record": round(1000 * database_cpu / count, 3),
+            # The broker's CPU over the run (a broker on this machine only).
+            "broker_cpu_ms_per_record": _per_record(broker_cpu, count),
         }
         if keep is not None:
             # The next measures run on this database before it is dropped.
@@ -999,25 +1048,45 @@ def bench_attestation_service(
 # --------------------------------------------------------------------------------------
 
 
-def design_bound(result: dict[str, Any]) -> dict[str, float]:
-    """What share of the raw ceiling one worker could reach on cores kept busy, whatever
-    its own decisions cost, from three CPU figures of this run.
+def design_bound(result: dict[str, Any]) -> dict[str, float | None]:
+    """The most of the raw rate one worker could reach, by two bounds from this run's CPU
+    figures that no worker however fast gets past.
 
-    Each record costs at least what the passthrough spends on it (consume, parse, one
-    message out), plus what the relay spends publishing its outbox rows (the run's
-    messages per record, at the relay's measured CPU per message), plus PostgreSQL's CPU
-    for the batch's writes. When CPU is what limits the run, the pipeline's share of the
-    raw rate is at most raw CPU over that sum: once without the database (the outbox's
-    publishing alone), once with it. Broker CPU is left out, so the bound is generous.
+    * Its own CPU (``of_raw_by_worker_cpu``): a worker decides one batch after the other
+      on one thread, so even on a core of its own it moves at most one record per its CPU
+      per record.
+    * The machine's cores (``of_raw_on_these_cores``): besides whatever the worker spends,
+      each record costs the relay's publishing of its outbox rows (the run's messages per
+      record at the relay's measured CPU per message), PostgreSQL's CPU for the batch's
+      writes and the broker's CPU for the record in and the messages out. On ``cores``
+      cores kept busy by nothing else, a worker that cost nothing would still reach at
+      most ``cores`` over that sum. (Without a local broker its part is left out, so the
+      bound is generous.)
+
+    ``raw_cores_busy`` is how many cores the passthrough and the broker kept busy during
+    the raw run: near ``cores``, the raw rate is the machine's, so both runs are bound by
+    the same cores.
     """
-    raw_cpu = result["raw"]["cpu_ms_per_record"]
+    raw = result["raw"]
     one = result["one_worker"]
+    rate = raw["per_second"]
+    cores = os.cpu_count() or 1
     relay_cpu = one["relay"]["cpu_ms_per_message"] * one["relay"]["messages_per_record"]
     database_cpu = one["database_cpu_ms_per_record"]
+    broker_cpu = one.get("broker_cpu_ms_per_record") or 0.0
+    raw_broker = raw.get("broker_cpu_ms_per_record")
+    beside_worker = relay_cpu + database_cpu + broker_cpu
     return {
+        "cores": cores,
+        "raw_cores_busy": (
+            None
+            if raw_broker is None
+            else round(rate * (raw["cpu_ms_per_record"] + raw_broker) / 1000, 2)
+        ),
         "relay_cpu_ms_per_record": round(relay_cpu, 4),
-        "of_raw_with_relay": round(raw_cpu / (raw_cpu + relay_cpu), 2),
-        "of_raw_with_relay_and_database": round(raw_cpu / (raw_cpu + relay_cpu + database_cpu), 2),
+        "beside_worker_cpu_ms_per_record": round(beside_worker, 4),
+        "of_raw_on_these_cores": round(1000 * cores / beside_worker / rate, 2),
+        "of_raw_by_worker_cpu": round(1000 / one["worker_cpu_ms_per_record"] / rate, 2),
     }
 
 
@@ -1051,15 +1120,44 @@ def table(result: dict[str, Any]) -> str:
             + ", ".join(f"{mb}" for mb in one["worker_rss_mb_by_quarter"]),
         ),
     ]
+    if one.get("broker_cpu_ms_per_record") is not None:
+        raw_broker = result["raw"].get("broker_cpu_ms_per_record")
+        rows.append(
+            (
+                "  broker CPU per record",
+                f"{one['broker_cpu_ms_per_record']} ms",
+                f"{one['broker_cpu_ms_per_record'] / raw_broker:.1f} x raw's ({raw_broker} ms)"
+                if raw_broker
+                else "",
+            )
+        )
     if "design_bound" in result:
         bound = result["design_bound"]
         rows.append(
             (
                 "  relay CPU per record (outbox published)",
                 f"{bound['relay_cpu_ms_per_record']} ms",
-                f"{bound['relay_cpu_ms_per_record'] / raw_cpu:.1f} x raw; so one worker reaches "
-                f"at most {bound['of_raw_with_relay']:.2f} of raw, "
-                f"{bound['of_raw_with_relay_and_database']:.2f} with PostgreSQL's CPU",
+                f"{bound['relay_cpu_ms_per_record'] / raw_cpu:.1f} x raw",
+            )
+        )
+        busy = (
+            f"; the raw run kept {bound['raw_cores_busy']} cores busy"
+            if bound["raw_cores_busy"] is not None
+            else ""
+        )
+        rows.append(
+            (
+                "  relay + PostgreSQL + broker per record",
+                f"{bound['beside_worker_cpu_ms_per_record']} ms",
+                f"a worker costing nothing: at most {bound['of_raw_on_these_cores']:.2f} of raw "
+                f"on these {bound['cores']} cores{busy}",
+            )
+        )
+        rows.append(
+            (
+                "  one worker by its own CPU",
+                f"{1000 / one['worker_cpu_ms_per_record']:,.0f} records/s",
+                f"at most {bound['of_raw_by_worker_cpu']:.2f} of raw, on a core of its own",
             )
         )
     if "two_workers" in result:
