@@ -503,6 +503,37 @@ async def employer_identities(conn: asyncpg.Connection, nsso_ids: Iterable[str])
     return {r["nsso_id"]: r["enterprise_number"] for r in rows}
 
 
+#: The advisory lock class of NSSO numbers (the two-key form: apart from the relay's).
+EMPLOYER_IDS_LOCK = 0x4E53534F
+
+
+async def lock_employer_ids(
+    conn: asyncpg.Connection, *, learning: Iterable[str] = (), naming: Iterable[str] = ()
+) -> None:
+    """Lock NSSO numbers for the transaction: exclusively those it may learn the
+    enterprise of (``learning``), shared those it stores rows under (``naming``).
+
+    Learning a number moves every row stored under it to the enterprise number
+    (:func:`merge_employer_rows`), which sees only committed rows: a batch that stored a
+    row under the number meanwhile, not knowing it yet, would leave that row behind for
+    good. With the locks, a learner waits for the batches naming the number, and they
+    for it, after which they read the mapping again. Taken in the numbers' order, in one
+    statement, so two transactions never wait for each other's second lock.
+    """
+    exclusive = set(learning)
+    numbers = sorted(exclusive | set(naming))
+    if numbers:
+        await conn.execute(
+            "SELECT CASE WHEN u.exclusive THEN pg_advisory_xact_lock($3, hashtext(u.nsso_id))"
+            " ELSE pg_advisory_xact_lock_shared($3, hashtext(u.nsso_id)) END"
+            " FROM unnest($1::text[], $2::bool[]) WITH ORDINALITY AS u(nsso_id, exclusive, n)"
+            " ORDER BY u.n",
+            numbers,
+            [number in exclusive for number in numbers],
+            EMPLOYER_IDS_LOCK,
+        )
+
+
 async def learn_employer_identities(
     conn: asyncpg.Connection, identities: Sequence[EmployerIdentity]
 ) -> list[EmployerIdentity]:

@@ -83,6 +83,15 @@ class Settings(BaseSettings):
             "under the 1 MB default)."
         ),
     )
+    ledger_concurrency: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description=(
+            "Parts of each ledger batch applied at once, cut by partition, each in its own "
+            "transaction: one is decided while another waits for PostgreSQL."
+        ),
+    )
     # 4,000: a replay's batches cost about a third less CPU per record than at 1,000
     # (bench/run.py, side by side); live traffic fills a batch only within batch_within.
     batch_size: int = Field(

@@ -9,6 +9,7 @@ the applied event ids turn into a no-op.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import uuid
@@ -195,6 +196,25 @@ class BatchReport:
             self.answers["B"] = self.answers.get("B", 0) + 1
             self.anomalies[code] = self.anomalies.get(code, 0) + 1
 
+    @classmethod
+    def total(cls, reports: Sequence[BatchReport]) -> BatchReport:
+        """The reports of a batch's parts added up."""
+        total = cls()
+        for report in reports:
+            total.applied += report.applied
+            total.replayed += report.replayed
+            total.rejected += report.rejected
+            total.balances_changed += report.balances_changed
+            for mine, theirs in (
+                (total.statuses, report.statuses),
+                (total.answers, report.answers),
+                (total.anomalies, report.anomalies),
+                (total.dead_letters, report.dead_letters),
+            ):
+                for key, count in theirs.items():
+                    mine[key] = mine.get(key, 0) + count
+        return total
+
     def record_metrics(self) -> None:
         metrics.record_outcomes(self.answers, self.anomalies, self.dead_letters)
         metrics.BALANCES_CHANGED.inc(self.balances_changed)
@@ -367,8 +387,91 @@ class BatchProcessor:
         return header_event_id(record.headers) or given or derived_event_id(record.value)
 
     async def apply(self, records: Sequence[RawRecord]) -> BatchReport:
-        """Decide and store a batch in one transaction (the runtime commits after it)."""
+        """Decide and store a batch (the runtime commits its offsets after it).
+
+        The batch is cut by partition number into ``ledger_concurrency`` parts
+        (:meth:`_parts`), each decided and stored in a transaction of its own, all at
+        once: while one part waits for PostgreSQL, the worker decides another. A
+        student's records all share one partition number (the key decides it, and the
+        declaration topics are co-partitioned), so the parts concern different students,
+        as the batches of two workers do. A part that fails takes nothing of the others
+        back: the runtime applies the batch again, where what was stored is a replay.
+        """
         parsed = [self.parse(record) for record in records]
+        parts = await self._parts(parsed)
+        if len(parts) == 1:
+            report = await self._apply_parsed(parts[0])
+            report.record_metrics()
+            return report
+        results = await asyncio.gather(
+            *(self._apply_parsed(part) for part in parts), return_exceptions=True
+        )
+        reports = [result for result in results if isinstance(result, BatchReport)]
+        for report in reports:
+            report.record_metrics()
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return BatchReport.total(reports)
+
+    async def _parts(self, parsed: list[Intake | Rejection]) -> list[list[Intake | Rejection]]:
+        """The parts of a batch applied at once, each in the batch's order; the whole
+        batch as one part when its parts are entangled (:meth:`_entangled`)."""
+        count = self._settings.ledger_concurrency
+        if count == 1:
+            return [parsed]
+        cut: list[list[Intake | Rejection]] = [[] for _ in range(count)]
+        for item in parsed:
+            cut[item.record.partition % count].append(item)
+        parts = [part for part in cut if part]
+        if len(parts) > 1 and await self._entangled(parts):
+            return [parsed]
+        return parts
+
+    async def _entangled(self, parts: Sequence[Sequence[Intake | Rejection]]) -> bool:
+        """Whether deciding the parts apart could decide otherwise than together.
+
+        Different students share three things a batch decides on: an idempotency key
+        (one declarant reusing an id for two students: the earlier record is the one
+        applied), a new period's id (a hash that two declarations may share), and an
+        NSSO number whose enterprise the batch learns (every record naming it is then
+        decided under the enterprise number). In one transaction the batch's order
+        settles each; in parts it would be whichever commits first. So a batch where one
+        of them occurs in two parts is applied whole, as before. Learned numbers are
+        read first: a number's enterprise, once stored, never changes.
+        """
+        owner: dict[str, int] = {}
+        learnable: set[str] = set()
+        for index, part in enumerate(parts):
+            for item in part:
+                if not isinstance(item, Intake):
+                    continue  # a refusal's key names its own partition
+                command = item.command
+                keys = [command.event_id]
+                if isinstance(command, DeclarePeriod):
+                    keys.append(f"period {command.period_id or period_id_for(command.event_id)}")
+                if any(owner.setdefault(key, index) != index for key in keys):
+                    return True
+                if item.identities is not None:
+                    learnable.add(item.identities[0])
+        if not learnable:
+            return False
+        async with self._pool.acquire() as conn:
+            learning = learnable - (await store.employer_identities(conn, learnable)).keys()
+        named: dict[str, int] = {}
+        for index, part in enumerate(parts):
+            for item in part:
+                if isinstance(item, Intake):
+                    numbers = {item.command.employer}
+                    if item.identities is not None:
+                        numbers.add(item.identities[0])
+                    for number in learning.intersection(numbers):
+                        if named.setdefault(number, index) != index:
+                            return True
+        return False
+
+    async def _apply_parsed(self, parsed: list[Intake | Rejection]) -> BatchReport:
+        """Decide and store parsed records in one transaction."""
         async with self._pool.acquire() as conn, conn.transaction():
             rules = self._settings.quota_rules.with_overrides(await store.quota_overrides(conn))
             parsed, merged = await self._one_employer_identity(conn, parsed)
@@ -393,9 +496,7 @@ class BatchProcessor:
             result = apply_batch(ledgers, [(i.ssin, i.command) for i in fresh], set(), rules)
             computed = {(b.ssin, b.year) for b in result.balances}
             balances = result.balances + refreshed_balances(ledgers, merged, rules, skip=computed)
-            report = await self._save(conn, parsed, result.outcomes, balances, stored, ledgers)
-        report.record_metrics()
-        return report
+            return await self._save(conn, parsed, result.outcomes, balances, stored, ledgers)
 
     @staticmethod
     async def _one_employer_identity(
@@ -420,6 +521,14 @@ class BatchProcessor:
         if not nsso_ids:
             return list(parsed), set()
         known = await store.employer_identities(conn, nsso_ids)
+        unknown = nsso_ids - known.keys()
+        if unknown:
+            # Another transaction may be learning one of them: wait for it, then read
+            # again (and make it wait for this one), so that no record naming a number is
+            # stored under it after its rows were merged (db.store.lock_employer_ids).
+            learners = {i.identities[0] for i in intakes if i.identities is not None}
+            await store.lock_employer_ids(conn, learning=unknown & learners, naming=unknown)
+            known.update(await store.employer_identities(conn, unknown))
         candidates: dict[str, EmployerIdentity] = {}
         for intake in intakes:
             if intake.identities is not None and intake.identities[0] not in known:
@@ -473,6 +582,7 @@ class BatchProcessor:
         report = EmployerIdsImport()
         async with self._pool.acquire() as conn, conn.transaction():
             rules = self._settings.quota_rules.with_overrides(await store.quota_overrides(conn))
+            await store.lock_employer_ids(conn, learning={i.nsso_id for i in identities})
             known = await store.employer_identities(conn, [i.nsso_id for i in identities])
             fresh: dict[str, EmployerIdentity] = {}
             for identity in identities:
