@@ -505,6 +505,9 @@ async def employer_identities(conn: asyncpg.Connection, nsso_ids: Iterable[str])
 
 #: The advisory lock class of NSSO numbers (the two-key form: apart from the relay's).
 EMPLOYER_IDS_LOCK = 0x4E53534F
+#: NSSO numbers share this many locks (by a hash): a batch naming thousands of numbers
+#: takes at most this many, well within PostgreSQL's lock table.
+EMPLOYER_IDS_LOCK_SLOTS = 64
 
 
 async def lock_employer_ids(
@@ -517,20 +520,24 @@ async def lock_employer_ids(
     (:func:`merge_employer_rows`), which sees only committed rows: a batch that stored a
     row under the number meanwhile, not knowing it yet, would leave that row behind for
     good. With the locks, a learner waits for the batches naming the number, and they
-    for it, after which they read the mapping again. Taken in the numbers' order, in one
-    statement, so two transactions never wait for each other's second lock.
+    for it, after which they read the mapping again. The numbers share
+    :data:`EMPLOYER_IDS_LOCK_SLOTS` locks by a hash (two numbers in one slot only wait
+    for each other while one is learned, once per employer), taken in the slots' order,
+    in one statement, so two transactions never wait for each other's second lock.
     """
     exclusive = set(learning)
     numbers = sorted(exclusive | set(naming))
     if numbers:
         await conn.execute(
-            "SELECT CASE WHEN u.exclusive THEN pg_advisory_xact_lock($3, hashtext(u.nsso_id))"
-            " ELSE pg_advisory_xact_lock_shared($3, hashtext(u.nsso_id)) END"
-            " FROM unnest($1::text[], $2::bool[]) WITH ORDINALITY AS u(nsso_id, exclusive, n)"
-            " ORDER BY u.n",
+            "SELECT CASE WHEN s.exclusive THEN pg_advisory_xact_lock($3, s.slot)"
+            " ELSE pg_advisory_xact_lock_shared($3, s.slot) END"
+            " FROM (SELECT abs(hashtext(u.nsso_id) % $4) AS slot, bool_or(u.exclusive)"
+            " AS exclusive FROM unnest($1::text[], $2::bool[]) AS u(nsso_id, exclusive)"
+            " GROUP BY 1 ORDER BY 1) AS s",
             numbers,
             [number in exclusive for number in numbers],
             EMPLOYER_IDS_LOCK,
+            EMPLOYER_IDS_LOCK_SLOTS,
         )
 
 

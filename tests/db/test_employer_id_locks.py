@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from db import store
 from db.migrate import migrate
 from schemas.settings import Settings
 from schemas.topics import DIMONA
@@ -120,3 +121,23 @@ async def test_a_row_stored_under_the_number_while_it_is_learned_is_merged(
         (EMPLOYER_A, 20),
         (EMPLOYER_B, 5),
     ]
+
+
+async def test_thousands_of_numbers_take_at_most_the_slots(big_pool: asyncpg.Pool) -> None:
+    numbers = [f"NSSO{100000000 + n}" for n in range(3000)]
+    async with big_pool.acquire() as conn, conn.transaction():
+        await store.lock_employer_ids(conn, learning=numbers[:10], naming=numbers)
+        held = await conn.fetch(
+            "SELECT objid, mode FROM pg_locks WHERE locktype = 'advisory' AND classid = $1"
+            " AND pid = pg_backend_pid()",
+            store.EMPLOYER_IDS_LOCK,
+        )
+    assert len(held) == store.EMPLOYER_IDS_LOCK_SLOTS
+    assert {r["objid"] for r in held} == set(range(store.EMPLOYER_IDS_LOCK_SLOTS))
+    exclusive = {r["objid"] for r in held if r["mode"] == "ExclusiveLock"}
+    assert 1 <= len(exclusive) <= 10
+    # Gone with the transaction.
+    assert not await big_pool.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1",
+        store.EMPLOYER_IDS_LOCK,
+    )
