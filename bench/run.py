@@ -175,7 +175,7 @@ async def _raw(
         # The output topic is created by this first message, before the clock starts.
         await (await producer.send(out, b"{}"))
         broker = _listener_pid(bench.kafka_bootstrap)
-        broker_ready = _cpu_seconds(broker) if broker else None
+        ready_broker = _cpu_seconds(broker) if broker else 0.0
         start, cpu = time.perf_counter(), time.process_time()
         left = sum(ends.values())
         pending: list[asyncio.Future[Any]] = []
@@ -193,9 +193,7 @@ async def _raw(
                 pending.clear()
         await asyncio.gather(*pending)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-        broker_cpu = (
-            _cpu_seconds(broker) - broker_ready if broker and broker_ready is not None else None
-        )
+        broker_cpu = _cpu_seconds(broker) - ready_broker if broker else None
         return seconds, cpu, broker_cpu
     finally:
         await producer.stop()

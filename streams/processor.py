@@ -14,7 +14,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -198,21 +198,16 @@ class BatchReport:
 
     @classmethod
     def total(cls, reports: Sequence[BatchReport]) -> BatchReport:
-        """The reports of a batch's parts added up."""
+        """The reports of a batch's parts added up, count by count."""
         total = cls()
         for report in reports:
-            total.applied += report.applied
-            total.replayed += report.replayed
-            total.rejected += report.rejected
-            total.balances_changed += report.balances_changed
-            for mine, theirs in (
-                (total.statuses, report.statuses),
-                (total.answers, report.answers),
-                (total.anomalies, report.anomalies),
-                (total.dead_letters, report.dead_letters),
-            ):
-                for key, count in theirs.items():
-                    mine[key] = mine.get(key, 0) + count
+            for name in (f.name for f in fields(cls)):
+                mine, theirs = getattr(total, name), getattr(report, name)
+                if isinstance(mine, dict):
+                    for key, count in theirs.items():
+                        mine[key] = mine.get(key, 0) + count
+                else:
+                    setattr(total, name, mine + theirs)
         return total
 
     def record_metrics(self) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -21,7 +20,6 @@ import asyncpg
 import pytest
 
 from db import store
-from db.migrate import migrate
 from schemas.settings import Settings
 from schemas.topics import DIMONA
 from streams.processor import BatchProcessor, RawRecord
@@ -32,16 +30,6 @@ pytestmark = pytest.mark.integration
 T0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
 OTHER = valid_ssin("020304", 56)
 NSSO_A = "0197412345"
-
-
-@pytest.fixture
-async def big_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    await migrate(database_url)
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=6)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 def record(offset: int, body: dict[str, Any], ssin: str) -> RawRecord:
@@ -62,9 +50,9 @@ async def _waiting_for_a_lock(pool: asyncpg.Pool, count: int) -> None:
 
 
 async def test_a_row_stored_under_the_number_while_it_is_learned_is_merged(
-    big_pool: asyncpg.Pool, database_url: str
+    pool: asyncpg.Pool, database_url: str
 ) -> None:
-    processor = BatchProcessor(big_pool, Settings(database_url=database_url), lambda: T0)
+    processor = BatchProcessor(pool, Settings(database_url=database_url), lambda: T0)
     await processor.apply([record(0, dimona_in("b", employer=EMPLOYER_B, hours=5), STUDENT)])
 
     holder = await asyncpg.connect(database_url)
@@ -85,7 +73,7 @@ async def test_a_row_stored_under_the_number_while_it_is_learned_is_merged(
                 ]
             )
         )
-        await asyncio.wait_for(_waiting_for_a_lock(big_pool, 1), 30)
+        await asyncio.wait_for(_waiting_for_a_lock(pool, 1), 30)
         # Another student's Dimona pairs the number with enterprise A: it learns it.
         pair = {"enterpriseNumber": EMPLOYER_A, "nssoRegistrationNumber": NSSO_A}
         learning = asyncio.create_task(
@@ -100,20 +88,20 @@ async def test_a_row_stored_under_the_number_while_it_is_learned_is_merged(
     finally:
         await holder.close()
 
-    rows = await big_pool.fetch(
+    rows = await pool.fetch(
         "SELECT ssin, employer, planned_hours FROM periods ORDER BY ssin, planned_hours"
     )
     assert sorted((r["ssin"], r["employer"], r["planned_hours"]) for r in rows) == sorted(
         [(STUDENT, EMPLOYER_B, 5), (STUDENT, EMPLOYER_A, 20), (OTHER, EMPLOYER_A, 10)]
     )
     assert (
-        await big_pool.fetchval(
+        await pool.fetchval(
             "SELECT enterprise_number FROM employer_ids WHERE nsso_id = 'NSSO197412345'"
         )
         == EMPLOYER_A
     )
     document = json.loads(
-        await big_pool.fetchval(
+        await pool.fetchval(
             "SELECT document FROM balances WHERE ssin = $1 AND year = 2026", STUDENT
         )
     )
@@ -123,9 +111,9 @@ async def test_a_row_stored_under_the_number_while_it_is_learned_is_merged(
     ]
 
 
-async def test_thousands_of_numbers_take_at_most_the_slots(big_pool: asyncpg.Pool) -> None:
+async def test_thousands_of_numbers_take_at_most_the_slots(pool: asyncpg.Pool) -> None:
     numbers = [f"NSSO{100000000 + n}" for n in range(3000)]
-    async with big_pool.acquire() as conn, conn.transaction():
+    async with pool.acquire() as conn, conn.transaction():
         await store.lock_employer_ids(conn, learning=numbers[:10], naming=numbers)
         held = await conn.fetch(
             "SELECT objid, mode FROM pg_locks WHERE locktype = 'advisory' AND classid = $1"
@@ -137,7 +125,7 @@ async def test_thousands_of_numbers_take_at_most_the_slots(big_pool: asyncpg.Poo
     exclusive = {r["objid"] for r in held if r["mode"] == "ExclusiveLock"}
     assert 1 <= len(exclusive) <= 10
     # Gone with the transaction.
-    assert not await big_pool.fetchval(
+    assert not await pool.fetchval(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1",
         store.EMPLOYER_IDS_LOCK,
     )
