@@ -53,6 +53,7 @@ from aiokafka.errors import (
 from db import store
 from db.store import OutboxMessage
 from schemas.answers import DeadLetter
+from schemas.partitioning import KeyHashPartitioner
 from schemas.settings import Settings
 from schemas.topics import REJECTED
 from streams import metrics
@@ -297,6 +298,7 @@ class OutboxRelay:
                         linger_ms=5,
                         max_batch_size=256 * 1024,
                         max_request_size=MAX_REQUEST_BYTES,
+                        partitioner=KeyHashPartitioner(),
                     )
                     await producer.start()
                 drained += await self.drain(conn, producer)
