@@ -266,23 +266,6 @@ def _neutralised(year: int, slots: Sequence[_Slot], rules: Iterable[Neutralisati
 
 
 def _allocate(ledger: StudentLedger, year: int, rules: QuotaRules) -> _Allocation:
-    """The year's queue walked: reduced and ordinary hours per group and per period.
-
-    Kept in the ledger (:attr:`StudentLedger.derived`) until the ledger changes: a batch
-    answers a declaration from the walk after it, and then computes the year's balance
-    from the same ledger.
-    """
-    key = ("allocation", year)
-    kept = ledger.derived.get(key)
-    if kept is not None and kept[0] == ledger.revision and kept[1] is rules:
-        allocation: _Allocation = kept[2]
-        return allocation
-    allocation = _walk(ledger, year, rules)
-    ledger.derived[key] = (ledger.revision, rules, allocation)
-    return allocation
-
-
-def _walk(ledger: StudentLedger, year: int, rules: QuotaRules) -> _Allocation:
     """Walk the year's queue once: reduced and ordinary hours per group and per period."""
     groups: dict[tuple[str, int], _Group] = {}
     by_employer: dict[str, list[Period]] = defaultdict(list)

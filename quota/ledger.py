@@ -323,12 +323,7 @@ def is_late(start: date, received_at: datetime) -> bool:
 
 @dataclass
 class StudentLedger:
-    """Everything one student's quota depends on, plus what changed since loading.
-
-    ``periods`` and ``wage_reports`` are filled directly while the ledger is built (from
-    stored rows); after that they change through :meth:`put_period` and
-    :meth:`put_report` only, which keep ``derived`` true.
-    """
+    """Everything one student's quota depends on, plus what changed since loading."""
 
     ssin: str
     periods: dict[str, Period] = field(default_factory=dict)
@@ -336,15 +331,6 @@ class StudentLedger:
     next_seq: int = 1
     changed_periods: set[str] = field(default_factory=set)
     changed_reports: set[tuple[str, int, int]] = field(default_factory=set)
-    #: Counts the changes made through :meth:`put_period` and :meth:`put_report`, the
-    #: only way the ledger changes once anything was computed from it: what is derived
-    #: from it at one revision holds until the next (``derived``).
-    revision: int = field(default=0, compare=False, repr=False)
-    #: Results derived from the ledger, each with the revision it was derived at: the
-    #: balance keeps the walk of a year's queue here, so the balance computed at the end
-    #: of a batch reuses the walk its last declaration's answer made (py-spy: the walk
-    #: was a fifth of applying a batch, half of it done twice).
-    derived: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def take_seq(self) -> int:
         seq = self.next_seq
@@ -357,13 +343,11 @@ class StudentLedger:
     def put_period(self, period: Period) -> None:
         self.periods[period.period_id] = period
         self.changed_periods.add(period.period_id)
-        self.revision += 1
 
     def put_report(self, report: WageReport) -> None:
         key = (report.employer, report.year, report.quarter)
         self.wage_reports[key] = report
         self.changed_reports.add(key)
-        self.revision += 1
 
     def mark_saved(self) -> None:
         self.changed_periods.clear()

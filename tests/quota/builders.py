@@ -142,14 +142,6 @@ def ledger_state(ledger: StudentLedger) -> LedgerState:
     return (dict(ledger.periods), dict(ledger.wage_reports), ledger.next_seq)
 
 
-def as_stored(ledger: StudentLedger) -> StudentLedger:
-    """The ledger as the store reads it back: its rows, nothing derived from them yet
-    (rows changed on it directly stand for rows stored by an earlier version)."""
-    return StudentLedger(
-        ledger.ssin, dict(ledger.periods), dict(ledger.wage_reports), ledger.next_seq
-    )
-
-
 @dataclass
 class Student:
     """One student's ledger under fixed rules, with the commands applied so far."""

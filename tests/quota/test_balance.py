@@ -393,25 +393,3 @@ def test_a_dmfa_only_group_takes_the_employers_commission_of_record() -> None:
     neutralised = {(t.employer, t.quarter): t.neutralised_hours for t in balance.terms}
     assert neutralised == {(EMPLOYER_A, 1): 20, (EMPLOYER_A, 2): 60, (EMPLOYER_B, 2): 0}
     assert (balance.used, balance.remaining) == (70, 405)
-
-
-def test_a_balance_follows_every_change_of_the_ledger_and_of_the_rules() -> None:
-    # The walk of the year's queue is kept with the ledger until it changes: a balance
-    # computed after a change, or under other rules, must not reuse the one before.
-    student = Student(QuotaRules({2026: 300}, ()))
-    student.do(declare("a", EMPLOYER_A, date(2026, 1, 5), date(2026, 1, 30), 200))
-    assert (student.balance(2026).used, student.balance(2026).remaining) == (200, 100)
-    student.do(declare("b", EMPLOYER_B, date(2026, 2, 2), date(2026, 2, 27), 150))
-    first = student.balance(2026)
-    assert (first.used, first.remaining, first.ordinary_hours) == (350, 0, 50)
-    student.do(cancel("c", EMPLOYER_A, "a"))
-    after = student.balance(2026)
-    assert (after.used, after.remaining, after.ordinary_hours) == (150, 150, 0)
-    student.do(dmfa("w", EMPLOYER_B, 2026, 1, 180))
-    assert [(t.source, t.hours) for t in student.balance(2026).terms] == [
-        (TermSource.PLANNED, 0),
-        (TermSource.DMFA, 180),
-    ]
-    other = student.balance(2026, QuotaRules({2026: 100}, ()))
-    assert (other.quota, other.remaining, other.ordinary_hours) == (100, 0, 80)
-    assert student.balance(2026).quota == 300

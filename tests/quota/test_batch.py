@@ -19,7 +19,6 @@ from tests.quota.builders import (
     DEFAULT_RULES,
     EMPLOYER_A,
     EMPLOYER_B,
-    as_stored,
     cancel,
     declare,
     dmfa,
@@ -120,8 +119,8 @@ def test_a_dmfa_stored_without_its_places_gets_them_before_anything_changes() ->
         rules,
     )
     key = (EMPLOYER_A, 2026, 1)
-    ledger = ledgers[ANNA] = as_stored(ledger)
     ledger.wage_reports[key] = replace(ledger.wage_reports[key], tranches=None)
+    ledger.mark_saved()
     before = compute_balance(ledger, 2026, rules)
 
     apply_batch(ledgers, [(ANNA, cancel("c", EMPLOYER_A, "a"))], set(), rules)

@@ -24,7 +24,6 @@ from tests.quota.builders import (
     EMPLOYER_B,
     RULES_475,
     Student,
-    as_stored,
     brussels,
     cancel,
     declare,
@@ -400,7 +399,6 @@ def test_a_dmfa_stored_before_its_places_were_kept_gets_them_from_the_declaratio
     student.do(dmfa("w", EMPLOYER_A, 2021, 1, 475))
     key = (EMPLOYER_A, 2021, 1)
     with_places = student.balance(2021)
-    student.ledger = as_stored(student.ledger)
     student.ledger.wage_reports[key] = replace(student.ledger.wage_reports[key], tranches=None)
     assert student.balance(2021) == with_places
 
