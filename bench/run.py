@@ -226,25 +226,52 @@ def _per_record(cpu_seconds: float | None, count: int) -> float | None:
 # --------------------------------------------------------------------------------------
 
 
-async def _progress(
-    bench: Bench, settings: Settings, ends: dict[TopicPartition, int]
-) -> tuple[int, int]:
-    """How many input records the ledger group committed, and the outbox backlog."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bench.kafka_bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(f"{settings.app_id}.ledger")
-    finally:
-        await admin.close()
-    committed = sum(
-        min(max(offsets[tp].offset, 0), end) for tp, end in ends.items() if tp in offsets
-    )
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        backlog = await relay_backlog(conn)
-    finally:
-        await conn.close()
-    return committed, backlog
+class _Progress:
+    """How many input records the ledger group committed, and the outbox backlog, read
+    on one admin client and one connection kept open for the whole run: the benchmark
+    stays out of what it measures (a new connection every poll cost PostgreSQL a
+    backend each time, counted in its CPU per record), and the backlog is counted only
+    once every record is committed (before that the run cannot have ended)."""
+
+    def __init__(self, bench: Bench, settings: Settings, ends: dict[TopicPartition, int]) -> None:
+        self._bench, self._settings, self._ends = bench, settings, ends
+        self._count = sum(ends.values())
+        self._runner = asyncio.Runner()
+        self._admin: AIOKafkaAdminClient | None = None
+        self._conn: asyncpg.Connection | None = None
+
+    def __enter__(self) -> _Progress:
+        self._runner.run(self._open())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._runner.run(self._close())
+        self._runner.close()
+
+    def read(self) -> tuple[int, int | None]:
+        """(records committed, outbox backlog or None while records are uncommitted)."""
+        return self._runner.run(self._read())
+
+    async def _open(self) -> None:
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=self._bench.kafka_bootstrap)
+        await self._admin.start()
+        self._conn = await asyncpg.connect(self._settings.database_url)
+
+    async def _close(self) -> None:
+        if self._admin is not None:
+            await self._admin.close()
+        if self._conn is not None:
+            await self._conn.close()
+
+    async def _read(self) -> tuple[int, int | None]:
+        assert self._admin is not None and self._conn is not None
+        offsets = await self._admin.list_consumer_group_offsets(f"{self._settings.app_id}.ledger")
+        committed = sum(
+            min(max(offsets[tp].offset, 0), end) for tp, end in self._ends.items() if tp in offsets
+        )
+        if committed < self._count:
+            return committed, None
+        return committed, await relay_backlog(self._conn)
 
 
 def _free_port() -> int:
@@ -341,8 +368,8 @@ def _server_cpu(url: str) -> float:
     ends during a run (a connection the pool closed) took its CPU with it, one that
     starts during it (autovacuum) was counted whole, and the checkpointer and WAL writer
     work for the workers too (the backends' figure for one worker moved from 0.126 to
-    0.326 ms a record between runs). It includes the benchmark's own progress queries, a
-    new connection every quarter of a second.
+    0.326 ms a record between runs). It includes the benchmark's own progress queries
+    (:class:`_Progress`: one connection, the backlog counted once all is committed).
     """
     return _process_tree_cpu(asyncio.run(_postmaster_pid(url)))
 
@@ -428,15 +455,16 @@ def bench_pipeline(
             # Worker memory as the replay goes: (records committed, largest worker RSS),
             # to tell a bound (flat once batches are full) from growth with the students.
             curve: list[tuple[int, float]] = []
-            while True:
-                committed, backlog = asyncio.run(_progress(bench, settings, ends))
-                curve.append((committed, max(_rss_megabytes(p.pid) for p in processes)))
-                if committed >= count and backlog == 0:
-                    break
-                for process, log in zip(processes, logs, strict=True):
-                    if process.poll() is not None:
-                        raise RuntimeError(f"worker exited: {log.read_text()[-3000:]}")
-                time.sleep(0.25)
+            with _Progress(bench, settings, ends) as progress:
+                while True:
+                    committed, backlog = progress.read()
+                    curve.append((committed, max(_rss_megabytes(p.pid) for p in processes)))
+                    if committed >= count and backlog == 0:
+                        break
+                    for process, log in zip(processes, logs, strict=True):
+                        if process.poll() is not None:
+                            raise RuntimeError(f"worker exited: {log.read_text()[-3000:]}")
+                    time.sleep(0.25)
             seconds = time.perf_counter() - start
             cpu = sum(_cpu_seconds(process.pid) for process in processes) - ready_cpu
             rss = max(_rss_megabytes(process.pid) for process in processes)

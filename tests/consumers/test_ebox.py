@@ -111,7 +111,13 @@ def wait_for_log(process: WorkerProcess, text: str, timeout: float = 30) -> str:
 @pytest.fixture(scope="module")
 def pipeline(kafka_bootstrap: str, module_database_url: str) -> Pipeline:
     return Pipeline(
-        kafka_bootstrap, module_database_url, extra_env={"STUDENTWORK_TODAY": "2026-11-26"}
+        kafka_bootstrap,
+        module_database_url,
+        extra_env={
+            "STUDENTWORK_TODAY": "2026-11-26",
+            # The dead letters are read back from the outbox once published.
+            "STUDENTWORK_RELAY_KEEP_SENT_HOURS": "24",
+        },
     )
 
 

@@ -69,9 +69,11 @@ async def outbox_rows(database_url: str) -> dict[int, asyncpg.Record]:
         await conn.close()
 
 
-async def relay_until_settled(settings: Settings, failed: int) -> OutboxRelay:
+async def relay_until_settled(
+    settings: Settings, failed: int, sent_retention_hours: float | None = None
+) -> OutboxRelay:
     """Run a relay until nothing is pending and ``failed`` rows are marked failed."""
-    relay = OutboxRelay(settings)
+    relay = OutboxRelay(settings, sent_retention_hours=sent_retention_hours)
     task = asyncio.create_task(relay.run())
     try:
         for _ in range(600):
@@ -109,8 +111,11 @@ def test_only_refusals_about_the_record_itself_are_permanent() -> None:
     assert not is_permanent(OSError("connection reset"))
 
 
+@pytest.mark.parametrize(
+    "keep_sent_hours", [24.0, 0.0], ids=["sent-rows-kept", "sent-rows-deleted"]
+)
 async def test_a_row_too_large_is_isolated_and_the_rows_around_it_published_once(
-    settings: Settings,
+    settings: Settings, keep_sent_hours: float
 ) -> None:
     big = padded(1_200_000)
     ids = await enqueue(
@@ -121,13 +126,16 @@ async def test_a_row_too_large_is_isolated_and_the_rows_around_it_published_once
             OutboxMessage(ACKS, KEY, small(2)),
         ],
     )
-    relay = await relay_until_settled(settings, failed=1)
+    relay = await relay_until_settled(settings, failed=1, sent_retention_hours=keep_sent_hours)
 
     b = settings.kafka_bootstrap
     acks = await collect(b, settings.topic(ACKS), count=2, settle=1.0)
     assert [m["value"] for m in acks] == [{"n": 1}, {"n": 2}]  # once each, in order
     rows = await outbox_rows(settings.database_url)
-    assert rows[ids[0]]["sent_at"] is not None and rows[ids[2]]["sent_at"] is not None
+    if keep_sent_hours:
+        assert rows[ids[0]]["sent_at"] is not None and rows[ids[2]]["sent_at"] is not None
+    else:  # the default: a published row is deleted with its acknowledgement
+        assert ids[0] not in rows and ids[2] not in rows
     failed = rows[ids[1]]
     assert failed["sent_at"] is None and failed["failed_at"] is not None
     assert "MessageSizeTooLargeError" in failed["failure"]
@@ -179,7 +187,8 @@ async def test_a_batch_the_broker_refuses_costs_only_the_row_at_fault(
     acks = await collect(b, settings.topic(ACKS), count=1, settle=0.5)
     assert [m["value"] for m in acks] == [{"n": 3}]
     rows = await outbox_rows(settings.database_url)
-    assert [i for i in ids if rows[i]["failed_at"] is not None] == [ids[1]]
+    # Published rows are deleted (the default): the failed one alone is left.
+    assert [i for i in ids if i in rows and rows[i]["failed_at"] is not None] == [ids[1]]
     assert "TooLarge" in rows[ids[1]]["failure"]
     letter = letter_of(await collect(b, settings.topic(REJECTED), count=1, settle=1.0))
     assert letter.raw_ref == f"outbox:{ids[1]}"
