@@ -17,6 +17,7 @@ import orjson
 from db.reads import period_from_row, wage_report_from_row
 from quota.ledger import Period, StudentLedger, WageReport
 from schemas.partitioning import student_key_hash
+from schemas.topics import ACKS
 
 
 @dataclass(frozen=True)
@@ -429,18 +430,42 @@ async def requota_balances(
     return {r["ssin"]: (r["version"], r["document"]) for r in rows}
 
 
+#: Copies each answer onto the HTTP declaration waiting for it: the first answer of the
+#: statement naming a declaration still unanswered (``$1``: the answers, in order).
+_ANSWER_WAITING_DECLARATIONS = """
+UPDATE http_declarations h SET answer = a.reply, answered_at = now()
+  FROM (SELECT DISTINCT ON (r.reply->>'eventId') r.reply->>'eventId' AS event_id, r.reply
+          FROM (SELECT n, convert_from(v, 'UTF8')::jsonb AS reply
+                  FROM unnest($1::bytea[]) WITH ORDINALITY AS m(v, n)) AS r
+         ORDER BY r.reply->>'eventId', r.n) AS a
+ WHERE h.ack_event_id = a.event_id AND h.answer IS NULL
+"""
+
+
 async def enqueue(conn: asyncpg.Connection, messages: Sequence[OutboxMessage]) -> None:
-    """Add messages to the outbox, in order, in the caller's transaction."""
-    if messages:
-        await conn.execute(
-            "INSERT INTO outbox (topic, key, value, partition)"
-            " SELECT t, k, v, p FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::int[])"
-            " WITH ORDINALITY AS m(t, k, v, p, n) ORDER BY n",
-            [m.topic for m in messages],
-            [m.key for m in messages],
-            [m.value for m in messages],
-            [m.partition for m in messages],
-        )
+    """Add messages to the outbox, in order, in the caller's transaction.
+
+    Answers among them are also copied onto the HTTP declarations waiting for them
+    (``http_declarations``, which the API reads), but only once a look at the partial
+    index ``http_declarations_unanswered`` found one waiting: a replay's answers are
+    never parsed for that (migration 0020).
+    """
+    if not messages:
+        return
+    await conn.execute(
+        "INSERT INTO outbox (topic, key, value, partition)"
+        " SELECT t, k, v, p FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::int[])"
+        " WITH ORDINALITY AS m(t, k, v, p, n) ORDER BY n",
+        [m.topic for m in messages],
+        [m.key for m in messages],
+        [m.value for m in messages],
+        [m.partition for m in messages],
+    )
+    answers = [m.value for m in messages if m.topic == ACKS]
+    if answers and await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM http_declarations WHERE answer IS NULL)"
+    ):
+        await conn.execute(_ANSWER_WAITING_DECLARATIONS, answers)
 
 
 async def save_dead_letter_payloads(

@@ -1,5 +1,5 @@
-"""The answers of HTTP declarations copied from the outbox by the statement trigger
-(migration 0017), on a real PostgreSQL."""
+"""The answers of HTTP declarations copied as they enter the outbox (``db.store.enqueue``,
+migration 0020), on a real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ async def test_answers_with_no_declaration_waiting_are_only_stored_in_the_outbox
 ) -> None:
     await declare(conn, "d1", "ack-1")
     await enqueue(conn, [message(ACKS, "ack-1", "ACCEPTED")])
-    # Nobody waits now: an answer that is not even JSON is not read by the trigger.
+    # Nobody waits now: an answer that is not even JSON is not read at all.
     await enqueue(conn, [OutboxMessage(ACKS, None, b"not json")])
     assert await conn.fetchval("SELECT count(*) FROM outbox WHERE topic = $1", ACKS) == 2
     assert await answers(conn) == {"d1": ({"eventId": "ack-1", "status": "ACCEPTED"}, True)}
