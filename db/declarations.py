@@ -2,9 +2,9 @@
 
 ``POST /v1/declarations`` stores a row here and the declaration's record in the outbox in
 one transaction; the worker applies the record like any other from ``dimona.declarations``
-and its answer is copied onto the row by a trigger as the answer enters the outbox
-(migrations 0010 and 0017: one statement per insert, which reads the answers only while
-some declaration waits for one), so the API reads answers from PostgreSQL alone.
+and its answer is copied onto the row as the answer enters the outbox
+(:func:`db.store.enqueue`: one statement per insert, sent only while some declaration
+waits for one; migration 0020), so the API reads answers from PostgreSQL alone.
 """
 
 from __future__ import annotations

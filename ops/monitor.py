@@ -2,8 +2,10 @@
 
 Who uses it: an operator at a terminal (a view refreshing like ``top``) and scripts
 (``--once --json``, one snapshot). It needs no worker's web port: end offsets and each
-consumer group's committed offsets and members come from the Kafka admin API, answers,
-dead letters and the outbox from PostgreSQL (the outbox keeps what was sent for a day).
+consumer group's committed offsets and members come from the Kafka admin API, the answers
+of the last minute and the dead letters of the last hour from their topics (records
+found by timestamp, at most :data:`RECENT_RECORDS` of each topic), the outbox from
+PostgreSQL.
 
 A snapshot samples the offsets twice, ``interval`` seconds apart, for the rates: *in* is
 how fast a topic's end offset grows, *out* how fast a group's committed offset does.
@@ -39,6 +41,10 @@ from schemas.topics import ACKS, REJECTED, TOPICS
 
 #: How many of the newest dead letters a snapshot lists.
 NEWEST_DEAD_LETTERS = 5
+#: The most records of one topic a snapshot reads for its recent answers or dead
+#: letters (the newest, spread over the partitions): a replay answers thousands a
+#: second, and a snapshot must stay quick.
+RECENT_RECORDS = 20_000
 
 Offsets = dict[TopicPartition, int]
 
@@ -120,28 +126,80 @@ async def _topic_partitions(admin: AIOKafkaAdminClient, settings: Settings) -> l
     return [TopicPartition(name, p) for name in names for p in found.get(name, [])]
 
 
-async def _database(settings: Settings) -> dict[str, Any]:
+async def _recent(
+    consumer: AIOKafkaConsumer,
+    tps: list[TopicPartition],
+    seconds: float,
+    limit: int = RECENT_RECORDS,
+) -> list[dict[str, Any]]:
+    """The JSON values of the records of ``tps`` (one topic's partitions) of the last
+    ``seconds``, newest first (at most ``limit``; a value that is not a JSON object is
+    skipped)."""
+    if not tps:
+        return []
+    since = await consumer.offsets_for_times(
+        {tp: int((time.time() - seconds) * 1000) for tp in tps}
+    )
+    ends = await consumer.end_offsets(tps)
+    share = max(1, limit // len(tps))
+    wanted = {
+        tp: max(found.offset, ends[tp] - share)
+        for tp, found in since.items()
+        if found is not None and found.offset < ends[tp]
+    }
+    if not wanted:
+        return []
+    consumer.assign(list(wanted))
+    for tp, offset in wanted.items():
+        consumer.seek(tp, offset)
+    found_records: list[tuple[int, int, Any]] = []
+    left = set(wanted)
+    while left:
+        batches = await consumer.getmany(*left, timeout_ms=1000)
+        if not batches:
+            break  # the records are there (end offsets): a broker this slow gets a partial view
+        for tp, records in batches.items():
+            for record in records:
+                if record.offset < ends[tp]:
+                    try:
+                        value = json.loads(record.value or b"")
+                    except ValueError:
+                        continue
+                    if isinstance(value, dict):
+                        found_records.append((record.timestamp, record.offset, value))
+            if await consumer.position(tp) >= ends[tp]:
+                left.discard(tp)
+    consumer.unsubscribe()
+    found_records.sort(key=lambda r: (r[0], r[1]), reverse=True)
+    return [value for _, _, value in found_records]
+
+
+async def _recent_flow(
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition], settings: Settings
+) -> dict[str, Any]:
+    """The answers of the last minute by status and the dead letters of the last hour,
+    read from their topics: what was published, whoever wrote it (the outbox does not
+    keep published rows by default, ``STUDENTWORK_RELAY_KEEP_SENT_HOURS``)."""
+    acks, rejected = settings.topic(ACKS), settings.topic(REJECTED)
+    answers = await _recent(consumer, [tp for tp in tps if tp.topic == acks], 60)
+    letters = await _recent(consumer, [tp for tp in tps if tp.topic == rejected], 3600)
+    by_status: dict[str, int] = {}
+    for answer in answers:
+        status = answer.get("status")
+        if isinstance(status, str) and status:
+            by_status[status] = by_status.get(status, 0) + 1
+    return {"answers": dict(sorted(by_status.items())), "letters": letters}
+
+
+async def _recent_and_outbox(settings: Settings, flow: dict[str, Any]) -> dict[str, Any]:
     conn = await asyncpg.connect(settings.database_url)
     try:
-        answers = await conn.fetch(
-            "SELECT convert_from(value, 'UTF8')::jsonb ->> 'status' AS status, count(*) AS n"
-            " FROM outbox WHERE topic = $1 AND created_at > now() - interval '1 minute'"
-            " GROUP BY 1 ORDER BY 1",
-            ACKS,
-        )
-        letters = await conn.fetch(
-            "SELECT convert_from(value, 'UTF8')::jsonb AS letter, created_at FROM outbox"
-            " WHERE topic = $1 AND created_at > now() - interval '1 hour'"
-            " ORDER BY id DESC",
-            REJECTED,
-        )
         outbox = await reads.outbox_state(conn)
     finally:
         await conn.close()
     by_reason: dict[str, int] = {}
     newest: list[dict[str, Any]] = []
-    for row in letters:
-        letter = json.loads(row["letter"]) if isinstance(row["letter"], str) else row["letter"]
+    for letter in flow["letters"]:
         reason = str(letter.get("reason", ""))
         head = reason.split(":", 1)[0].strip()
         code = head if head.isupper() and " " not in head else "OTHER"
@@ -159,7 +217,7 @@ async def _database(settings: Settings) -> dict[str, Any]:
                 }
             )
     return {
-        "answersLastMinute": {row["status"]: row["n"] for row in answers if row["status"]},
+        "answersLastMinute": flow["answers"],
         "deadLettersLastHour": {"byReason": by_reason, "newest": newest},
         "outbox": {
             "backlog": outbox.backlog,
@@ -186,6 +244,7 @@ async def snapshot(settings: Settings, interval: float = 1.0) -> dict[str, Any]:
         ends, starts = await _ends(consumer, tps)
         committed = await _committed(admin, groups)
         members = await _members(admin, groups)
+        flow = await _recent_flow(consumer, tps, settings)
     finally:
         await consumer.stop()
         await admin.close()
@@ -218,7 +277,7 @@ async def snapshot(settings: Settings, interval: float = 1.0) -> dict[str, Any]:
         "intervalSeconds": round(elapsed, 2),
         "topics": topics,
         "groups": members,
-        **await _database(settings),
+        **await _recent_and_outbox(settings, flow),
     }
 
 

@@ -1,10 +1,11 @@
-"""The outbox relay: publishes the outbox to Kafka, in order, and marks rows sent.
+"""The outbox relay: publishes the outbox to Kafka, in order, and deletes what was sent.
 
 The worker writes every outgoing message into the ``outbox`` table in the same
 transaction as the ledger change that caused it; this relay is the only path from there
-to Kafka. It publishes with an idempotent producer (acks=all) and marks rows sent only
-after the broker acknowledged them, so a crash between the two republishes a few
-messages (consumers deduplicate on event id) but never loses one.
+to Kafka. It publishes with an idempotent producer (acks=all) and deletes rows (or marks
+them sent, ``STUDENTWORK_RELAY_KEEP_SENT_HOURS``) only after the broker acknowledged
+them, so a crash between the two republishes a few messages (consumers deduplicate on
+event id) but never loses one.
 
 The outbox is cut into ``STUDENTWORK_RELAY_SHARDS`` shards by a hash of each row's key
 (one by default, at most :data:`BUCKETS`), and each shard is published by one relay at a
