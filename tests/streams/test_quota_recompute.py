@@ -112,7 +112,11 @@ async def test_declarations_are_answered_during_a_recompute_and_none_keeps_the_o
     pipeline = Pipeline(
         kafka_bootstrap,
         database_url,
-        extra_env={"STUDENTWORK_QUOTA_RECOMPUTE_CHUNK": "50"},
+        extra_env={
+            "STUDENTWORK_QUOTA_RECOMPUTE_CHUNK": "50",
+            # The answers and balances are read back from the outbox once published.
+            "STUDENTWORK_RELAY_KEEP_SENT_HOURS": "24",
+        },
     )
     ssins = students(STUDENTS)
     await seed(pipeline, ssins)
