@@ -85,6 +85,9 @@ class Pipeline:
             # A SIGKILLed worker's partitions move to its successor after this long.
             "STUDENTWORK_SESSION_TIMEOUT_SECONDS": "8",
             "STUDENTWORK_DEVELOPMENT": "true",
+            # The standalone relay's and eBox consumer's /metrics would all take the
+            # default port 9464, also those of another test running beside this one.
+            "STUDENTWORK_METRICS_PORT": "0",
             **self.extra_env,
         }
 
