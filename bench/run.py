@@ -12,7 +12,8 @@ measure:
 * ``one worker`` / ``two workers``: ``studentwork worker`` processes (own consumer group,
   own database) from the records already on Kafka until the group committed every
   record and the outbox is drained;
-* ``relay``: every outbox row the one-worker run wrote, put back in the outbox and
+* ``relay``: every outbox message the one-worker run published (read back from its
+  topics: the relay deletes a row once it is published), put back in the outbox and
   published again by one relay process (``studentwork relay``), then by two sharing it as
   two shards (``STUDENTWORK_RELAY_SHARDS=2``), beside a plain producer sending the same
   rows (its ceiling, and the records/s one relay carries at the run's messages per
@@ -79,7 +80,7 @@ from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 from db.reads import relay_backlog  # noqa: E402
 from producers.simulator import SimulatedRecord, generate, publish_records  # noqa: E402
 from schemas.settings import Settings  # noqa: E402
-from schemas.topics import DIMONA, DMFA  # noqa: E402
+from schemas.topics import ACKS, BALANCES, DIMONA, DMFA, LEDGER, REJECTED  # noqa: E402
 
 INPUTS = (DIMONA, DMFA)
 
@@ -763,20 +764,75 @@ def _relay_processes(settings: Settings, shards: int, workdir: Path) -> dict[str
     }
 
 
+#: What the pipeline's outbox publishes while it replays a year.
+_PUBLISHED_TOPICS = (ACKS, BALANCES, LEDGER, REJECTED)
+
+
+async def _published(settings: Settings) -> list[dict[str, Any]]:
+    """Every message of :data:`_PUBLISHED_TOPICS` on the broker (logical topic, key,
+    value), by broker timestamp, then topic and offset: the order the relay published
+    them in, as near as the topics tell."""
+    logical = {settings.topic(t): t for t in _PUBLISHED_TOPICS}
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(logical))
+    finally:
+        await admin.close()
+    tps = [
+        TopicPartition(topic["topic"], partition["partition"])
+        for topic in described
+        if not topic["error_code"]
+        for partition in topic["partitions"]
+    ]
+    if not tps:
+        return []
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        found: list[tuple[int, str, int, int, bytes | None, bytes]] = []
+        left = {tp for tp in tps if ends[tp] > 0}
+        while left:
+            for tp, messages in (await consumer.getmany(*left, timeout_ms=1000)).items():
+                found += [
+                    (m.timestamp, tp.topic, tp.partition, m.offset, m.key, m.value)
+                    for m in messages
+                ]
+                if messages and messages[-1].offset + 1 >= ends[tp]:
+                    left.discard(tp)
+    finally:
+        await consumer.stop()
+    found.sort(key=lambda m: m[:4])
+    return [{"topic": logical[t], "key": key, "value": value} for _, t, _, _, key, value in found]
+
+
 async def _relay(settings: Settings, records: int) -> dict[str, Any]:
     """The outbox relay's ceiling: every row the pipeline wrote, published again by one
     relay process, then by two sharing the outbox as two shards
     (``STUDENTWORK_RELAY_SHARDS=2``), beside a plain producer sending the same rows from
     memory (the baseline)."""
+    # The relay deleted each row once published: the messages are read back from their
+    # topics, in the order they were published.
+    rows = await _published(settings)
     conn = await asyncpg.connect(settings.database_url)
     try:
-        rows = await conn.fetch("SELECT topic, key, value FROM outbox ORDER BY id")
         # What each relay run publishes again; the outbox emptied until then.
-        await conn.execute(
-            "CREATE TABLE outbox_bench AS SELECT id, topic, key, value, partition FROM outbox"
-            " WHERE failed_at IS NULL"
-        )
         await conn.execute("DELETE FROM outbox")
+        await conn.execute(
+            "CREATE TABLE outbox_bench (id bigint, topic text, key bytea, value bytea,"
+            " partition integer)"
+        )
+        await conn.copy_records_to_table(
+            "outbox_bench",
+            records=[
+                (n, row["topic"], row["key"], row["value"], None) for n, row in enumerate(rows)
+            ],
+        )
     finally:
         await conn.close()
     producer = AIOKafkaProducer(
