@@ -731,8 +731,8 @@ def _relay_processes(settings: Settings, shards: int, workdir: Path) -> dict[str
         try:
             async with conn.transaction():
                 count = await conn.fetchval(
-                    "WITH put AS (INSERT INTO outbox (topic, key, value, partition)"
-                    " SELECT topic, key, value, partition FROM outbox_bench ORDER BY id"
+                    "WITH put AS (INSERT INTO outbox (topic, key, value)"
+                    " SELECT topic, key, value FROM outbox_bench ORDER BY id"
                     " RETURNING 1) SELECT count(*) FROM put"
                 )
             start = time.perf_counter()
@@ -775,23 +775,19 @@ RELAY_SAMPLE = 500_000
 
 async def _published(
     settings: Settings, limit: int = RELAY_SAMPLE
-) -> tuple[list[dict[str, Any]], int]:
+) -> tuple[list[tuple[str, bytes | None, bytes]], int]:
     """The messages of :data:`_PUBLISHED_TOPICS` on the broker (logical topic, key,
     value), at most ``limit``, by broker timestamp, then topic and offset: the order the
     relay published them in, as near as the topics tell; and how many there are."""
+    from streams.admin import topic_partitions
+
     logical = {settings.topic(t): t for t in _PUBLISHED_TOPICS}
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
-        described = await admin.describe_topics(list(logical))
+        tps = await topic_partitions(admin, list(logical))
     finally:
         await admin.close()
-    tps = [
-        TopicPartition(topic["topic"], partition["partition"])
-        for topic in described
-        if not topic["error_code"]
-        for partition in topic["partitions"]
-    ]
     if not tps:
         return [], 0
     each = max(1, limit // len(tps))
@@ -822,8 +818,7 @@ async def _published(
         await consumer.stop()
     found.sort(key=lambda m: m[:4])
     total = sum(ends[tp] - starts[tp] for tp in tps)
-    rows = [{"topic": logical[t], "key": key, "value": value} for _, t, _, _, key, value in found]
-    return rows, total
+    return [(logical[t], key, value) for _, t, _, _, key, value in found], total
 
 
 async def _relay(settings: Settings, records: int) -> dict[str, Any]:
@@ -839,14 +834,10 @@ async def _relay(settings: Settings, records: int) -> dict[str, Any]:
         # What each relay run publishes again; the outbox emptied until then.
         await conn.execute("DELETE FROM outbox")
         await conn.execute(
-            "CREATE TABLE outbox_bench (id bigint, topic text, key bytea, value bytea,"
-            " partition integer)"
+            "CREATE TABLE outbox_bench (id bigint, topic text, key bytea, value bytea)"
         )
         await conn.copy_records_to_table(
-            "outbox_bench",
-            records=[
-                (n, row["topic"], row["key"], row["value"], None) for n, row in enumerate(rows)
-            ],
+            "outbox_bench", records=[(n, *row) for n, row in enumerate(rows)]
         )
     finally:
         await conn.close()
@@ -861,9 +852,8 @@ async def _relay(settings: Settings, records: int) -> dict[str, Any]:
     try:
         start = time.perf_counter()
         pending = []
-        for row in rows:
-            topic = settings.topic(row["topic"])
-            pending.append(await producer.send(topic, value=row["value"], key=row["key"]))
+        for topic, key, value in rows:
+            pending.append(await producer.send(settings.topic(topic), value=value, key=key))
             if len(pending) >= 5000:
                 await asyncio.gather(*pending)
                 pending.clear()

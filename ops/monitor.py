@@ -38,6 +38,7 @@ from rich.text import Text
 from db import reads
 from schemas.settings import Settings
 from schemas.topics import ACKS, REJECTED, TOPICS
+from streams.admin import topic_partitions
 
 #: How many of the newest dead letters a snapshot lists.
 NEWEST_DEAD_LETTERS = 5
@@ -113,17 +114,6 @@ async def _ends(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> tuple[
     ends: Offsets = await consumer.end_offsets(tps)
     starts: Offsets = await consumer.beginning_offsets(tps)
     return ends, starts
-
-
-async def _topic_partitions(admin: AIOKafkaAdminClient, settings: Settings) -> list[TopicPartition]:
-    """Every partition of the project's topics that exist, in declaration order."""
-    names = [settings.topic(spec.name) for spec in TOPICS]
-    found = {
-        str(t["topic"]): sorted(int(p["partition"]) for p in t["partitions"])
-        for t in await admin.describe_topics(names)
-        if not t.get("error_code")
-    }
-    return [TopicPartition(name, p) for name in names for p in found.get(name, [])]
 
 
 async def _recent(
@@ -234,7 +224,8 @@ async def snapshot(settings: Settings, interval: float = 1.0) -> dict[str, Any]:
     await admin.start()
     await consumer.start()
     try:
-        tps = await _topic_partitions(admin, settings)
+        # Every partition of the project's topics that exist, in declaration order.
+        tps = await topic_partitions(admin, [settings.topic(spec.name) for spec in TOPICS])
         groups = await _groups(admin, settings)
         started = time.monotonic()
         ends_before, _ = await _ends(consumer, tps)

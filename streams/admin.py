@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
@@ -423,6 +423,19 @@ async def record_lifetimes_ms(settings: Settings) -> dict[str, int | None]:
         segment = int(state.values.get("segment.ms") or "0")
         lifetimes[name] = None if retention < 0 else retention + segment
     return lifetimes
+
+
+async def topic_partitions(admin: AIOKafkaAdminClient, names: list[str]) -> list[TopicPartition]:
+    """Every partition of the topics ``names`` that exist, in the order of ``names``."""
+    if not names:
+        # An empty list would ask the brokers for every topic of the cluster.
+        return []
+    found = {
+        str(t["topic"]): sorted(int(p["partition"]) for p in t["partitions"])
+        for t in await admin.describe_topics(names)
+        if not t.get("error_code")
+    }
+    return [TopicPartition(name, p) for name in names for p in found.get(name, [])]
 
 
 async def read_to_end(bootstrap: str, topic: str, *, wait: float) -> list[ConsumerRecord[Any, Any]]:
