@@ -406,9 +406,19 @@ def bench_pipeline(
                 "STUDENTWORK_DEVELOPMENT": "true",
             }
             with log.open("wb") as out:
+                # BENCH_MEMRAY=prefix: what the workers' memory holds at the end (memray's
+                # aggregated capture; `memray flamegraph --leaks` reads it). memray is
+                # not a dependency: `uv pip install memray` first.
+                memray = os.environ.get("BENCH_MEMRAY")
+                worker = ["-m", "infra", "worker"]
+                launcher = [sys.executable, *worker]
+                if memray:
+                    capture = f"{memray}-{workers}-{n}.bin"
+                    launcher = [sys.executable, "-m", "memray", "run", "--aggregate", "-q"]
+                    launcher += ["-f", "-o", capture, *worker]
                 processes.append(
                     subprocess.Popen(
-                        [sys.executable, "-m", "infra", "worker"],
+                        launcher,
                         env=env,
                         cwd=repo,
                         stdout=out,

@@ -65,6 +65,8 @@ def measure(bench: Bench, workers: int, repo: Path, top: int) -> dict[str, Any]:
         "worker_cpu_ms_per_record": run["worker_cpu_ms_per_record"],
         "database_cpu_ms_per_record": run["database_cpu_ms_per_record"],
         "statements_us_per_record": round(1000 * total / records, 1),
+        "worker_rss_mb": run["worker_rss_mb"],
+        "worker_peak_rss_mb": run["worker_peak_rss_mb"],
         "top": [
             {
                 "us_per_record": round(1000 * r["total_exec_time"] / records, 1),
@@ -121,7 +123,9 @@ def main() -> None:
             print(
                 f"\n{workers} worker(s) from {repo}: {result['per_second']:,} records/s,"
                 f" worker {result['worker_cpu_ms_per_record']} ms and PostgreSQL"
-                f" {result['database_cpu_ms_per_record']} ms of CPU a record; statements"
+                f" {result['database_cpu_ms_per_record']} ms of CPU a record;"
+                f" worker RSS {result['worker_rss_mb']} MiB (peak"
+                f" {result['worker_peak_rss_mb']}); statements"
                 f" {result['statements_us_per_record']} µs a record, of which:",
                 flush=True,
             )

@@ -62,6 +62,12 @@ ASSIGNED_PARTITIONS = Gauge(
     "Partitions a lane of this worker holds.",
     ["lane"],
 )
+HELD_RECORDS = Gauge(
+    "studentwork_held_records",
+    "Records fetched and held back by a lane's Dimona and DmfA merge until their order "
+    "with the other topic is known (neither applied nor committed yet).",
+    ["lane"],
+)
 BATCH_RECORDS = Histogram(
     "studentwork_batch_records",
     "Records per batch applied in one transaction.",
