@@ -305,9 +305,11 @@ class InputLane:
     here), or that topic is read up to its high watermark; otherwise it is held back, at
     most ``merge_wait_seconds``, while the lagging partition is fetched. Held records
     are neither applied nor committed; a rebalance drops them (they are read again from
-    the committed offsets). Partitions holding a full batch are paused so that fetching
-    goes to the lagging ones. The range assignor gives partition *p* of every topic to
-    the same member, so a merge always has both sides.
+    the committed offsets). A partition holding twice its share of a batch (the batch
+    size over the partition numbers assigned) is paused, so that fetching goes to the
+    lagging ones and what is held stays about four batches whatever the partition count
+    (held records were the worker's largest buffer). The range assignor gives partition
+    *p* of every topic to the same member, so a merge always has both sides.
     """
 
     def __init__(
@@ -341,6 +343,8 @@ class InputLane:
         self._waiting_since: dict[tuple[int, int], float] = {}
         #: The partitions that merges wait for, fetched first.
         self._lagging: set[TopicPartition] = set()
+        #: Records held per merged partition at most (beside a fetch), set by each merge.
+        self._hold_limit = self.max_batch
         #: Whether the last merge left records it could have taken (its batch was full):
         #: the next fetch then waits for nothing.
         self._left_over = False
@@ -438,7 +442,7 @@ class InputLane:
         # the order they were fetched, so one call for all could return one of them only.
         for tp in sorted(self._lagging & consumer.assignment()):
             for got, messages in (
-                await consumer.getmany(tp, timeout_ms=0, max_records=self.max_batch)
+                await consumer.getmany(tp, timeout_ms=0, max_records=self._hold_limit)
             ).items():
                 fetched.setdefault(got, []).extend(messages)
         more = await consumer.getmany(
@@ -585,13 +589,18 @@ class InputLane:
                 self._left_over = True
         for tp in [tp for tp, queue in self._held.items() if not queue]:
             del self._held[tp]
-        # Held records are the worker's largest buffer (memray at 30,000 students: 64,000
+        # Held records were the worker's largest buffer (memray at 30,000 students: 64,000
         # of them, a batch's worth per partition and a fetch more). Twice its share of a
-        # batch is enough for a partition: the next batch takes at most one share, and the
-        # partition is fetched again (resumed) while that batch is applied.
-        limit = 2 * share
+        # batch is enough for a partition: a batch takes at most one share of it, and it
+        # is fetched again (resumed) while that batch is applied. The share of the
+        # partitions assigned, not held: while few are held yet, theirs would be larger,
+        # and what they hold of the later topic waits for all of the earlier one.
+        assigned = {tp.partition for tp in consumer.assignment() if tp.topic in group}
+        self._hold_limit = 2 * -(-self.max_batch // max(1, len(assigned)))
         full = {
-            tp for tp, queue in self._held.items() if tp.topic in group and len(queue) >= limit
+            tp
+            for tp, queue in self._held.items()
+            if tp.topic in group and len(queue) >= self._hold_limit
         }
         paused = consumer.paused()
         if full - paused:
