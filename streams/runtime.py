@@ -343,8 +343,6 @@ class InputLane:
         self._waiting_since: dict[tuple[int, int], float] = {}
         #: The partitions that merges wait for, fetched first.
         self._lagging: set[TopicPartition] = set()
-        #: Records held per merged partition at most (beside a fetch), set by each merge.
-        self._hold_limit = self.max_batch
         #: Whether the last merge left records it could have taken (its batch was full):
         #: the next fetch then waits for nothing.
         self._left_over = False
@@ -442,7 +440,7 @@ class InputLane:
         # the order they were fetched, so one call for all could return one of them only.
         for tp in sorted(self._lagging & consumer.assignment()):
             for got, messages in (
-                await consumer.getmany(tp, timeout_ms=0, max_records=self._hold_limit)
+                await consumer.getmany(tp, timeout_ms=0, max_records=self._hold_limit(consumer))
             ).items():
                 fetched.setdefault(got, []).extend(messages)
         more = await consumer.getmany(
@@ -512,6 +510,19 @@ class InputLane:
             metrics.BATCH_RECORDS.labels(self.name).observe(applied.total())
             metrics.BATCH_DURATION.labels(self.name).observe(time.perf_counter() - started)
         CURRENT_BATCH.set(None)
+
+    def _hold_limit(self, consumer: AIOKafkaConsumer) -> int:
+        """Records a merged partition holds before it is paused (a fetch may add more).
+
+        Held records were the worker's largest buffer (memray at 30,000 students: 64,000
+        of them, a batch's worth per partition and a fetch more). Twice its share of a
+        batch is enough for a partition: a batch takes at most one share of it, and it is
+        fetched again (resumed) while that batch is applied. The share of the partition
+        numbers assigned, not held: while few are held yet, theirs would be larger, and
+        what they hold of the later topic waits for all of the earlier one.
+        """
+        assigned = {tp.partition for tp in consumer.assignment() if tp.topic in self._merge_rank}
+        return 2 * -(-self.max_batch // max(1, len(assigned)))
 
     async def _read_to_end(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> bool:
         """Whether every record of ``tp`` on the broker (as of its last fetch) was
@@ -589,19 +600,8 @@ class InputLane:
                 self._left_over = True
         for tp in [tp for tp, queue in self._held.items() if not queue]:
             del self._held[tp]
-        # Held records were the worker's largest buffer (memray at 30,000 students: 64,000
-        # of them, a batch's worth per partition and a fetch more). Twice its share of a
-        # batch is enough for a partition: a batch takes at most one share of it, and it
-        # is fetched again (resumed) while that batch is applied. The share of the
-        # partitions assigned, not held: while few are held yet, theirs would be larger,
-        # and what they hold of the later topic waits for all of the earlier one.
-        assigned = {tp.partition for tp in consumer.assignment() if tp.topic in group}
-        self._hold_limit = 2 * -(-self.max_batch // max(1, len(assigned)))
-        full = {
-            tp
-            for tp, queue in self._held.items()
-            if tp.topic in group and len(queue) >= self._hold_limit
-        }
+        limit = self._hold_limit(consumer)
+        full = {tp for tp, queue in self._held.items() if tp.topic in group and len(queue) >= limit}
         paused = consumer.paused()
         if full - paused:
             consumer.pause(*(full - paused))

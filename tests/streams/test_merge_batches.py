@@ -50,7 +50,7 @@ class Recorder:
 
 async def replay(
     kafka_bootstrap: str, partitions: int, timestamp: Callable[[str, int], int]
-) -> tuple[Recorder, Settings]:
+) -> Recorder:
     """Publish ``PER_PARTITION`` records per topic and partition (record ``n`` of a topic
     at ``timestamp(topic, n)``), then apply them all with a ledger lane."""
     name = uuid.uuid4().hex[:8]
@@ -99,14 +99,14 @@ async def replay(
         lane.stop()
         await asyncio.wait_for(task, 60)
     assert sum(len(b) for b in handler.batches) == total
-    return handler, settings
+    return handler
 
 
 async def test_a_merged_backlog_is_applied_in_batches_of_the_batch_size_in_order(
     kafka_bootstrap: str,
 ) -> None:
     # Interleaved in time: Dimona at even, DmfA at odd milliseconds.
-    handler, _ = await replay(
+    handler = await replay(
         kafka_bootstrap, 2, lambda topic, n: T0 + 2 * n + (0 if topic == DIMONA else 1)
     )
     sizes = [len(b) for b in handler.batches]
@@ -128,7 +128,7 @@ async def test_what_the_merge_holds_back_is_bounded_by_twice_a_partitions_share_
     # records each: each of the eight held queues is paused once it holds 50, and a
     # queue below that may get one more fetch (at most a batch) before the merge pauses
     # it, so 8 x (49 + 100) at most; without the pause all 4,800 would be held.
-    handler, _ = await replay(
+    handler = await replay(
         kafka_bootstrap, 4, lambda topic, n: T0 + n + (0 if topic == DIMONA else 10_000)
     )
     assert min(handler.held) >= 0, "the lane publishes studentwork_held_records"
