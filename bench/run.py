@@ -467,12 +467,23 @@ def bench_pipeline(
             # Worker memory as the replay goes: (records committed, largest worker RSS),
             # to tell a bound (flat once batches are full) from growth with the students.
             curve: list[tuple[int, float]] = []
+            # A long replay says where it is once a minute (on stderr, beside the figures).
+            shown = time.perf_counter()
             with _Progress(bench, settings, ends) as progress:
                 while True:
                     committed, backlog = progress.read()
                     curve.append((committed, max(_rss_megabytes(p.pid) for p in processes)))
                     if committed >= count and backlog == 0:
                         break
+                    if time.perf_counter() - shown >= 60:
+                        shown = time.perf_counter()
+                        print(
+                            f"  {workers} worker(s): {committed:,} of {count:,} records"
+                            f" committed in {shown - start:.0f} s, outbox {backlog:,},"
+                            f" worker RSS {curve[-1][1]:.1f} MiB",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                     for process, log in zip(processes, logs, strict=True):
                         if process.poll() is not None:
                             raise RuntimeError(f"worker exited: {log.read_text()[-3000:]}")

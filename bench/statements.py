@@ -67,6 +67,7 @@ def measure(bench: Bench, workers: int, repo: Path, top: int) -> dict[str, Any]:
         "statements_us_per_record": round(1000 * total / records, 1),
         "worker_rss_mb": run["worker_rss_mb"],
         "worker_peak_rss_mb": run["worker_peak_rss_mb"],
+        "worker_rss_mb_by_quarter": run["worker_rss_mb_by_quarter"],
         "top": [
             {
                 "us_per_record": round(1000 * r["total_exec_time"] / records, 1),
@@ -125,7 +126,9 @@ def main() -> None:
                 f" worker {result['worker_cpu_ms_per_record']} ms and PostgreSQL"
                 f" {result['database_cpu_ms_per_record']} ms of CPU a record;"
                 f" worker RSS {result['worker_rss_mb']} MiB (peak"
-                f" {result['worker_peak_rss_mb']}); statements"
+                f" {result['worker_peak_rss_mb']}; by quarter of the records"
+                f" {', '.join(str(mb) for mb in result['worker_rss_mb_by_quarter'])});"
+                " statements"
                 f" {result['statements_us_per_record']} µs a record, of which:",
                 flush=True,
             )
