@@ -479,7 +479,8 @@ def bench_pipeline(
                         shown = time.perf_counter()
                         print(
                             f"  {workers} worker(s): {committed:,} of {count:,} records"
-                            f" committed in {shown - start:.0f} s, outbox {backlog:,},"
+                            f" committed in {shown - start:.0f} s,"
+                            f" outbox {'not read yet' if backlog is None else f'{backlog:,}'},"
                             f" worker RSS {curve[-1][1]:.1f} MiB",
                             file=sys.stderr,
                             flush=True,
