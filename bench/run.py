@@ -1176,6 +1176,12 @@ def design_bound(result: dict[str, Any]) -> dict[str, float | None]:
     ``raw_cores_busy`` is how many cores the passthrough and the broker kept busy during
     the raw run: near ``cores``, the raw rate is the machine's, so both runs are bound by
     the same cores.
+
+    ``one_worker_cores_busy`` is how many cores the one-worker run kept busy (the worker
+    with its relay, PostgreSQL and the broker); every record of a second worker costs the
+    same again, so ``two_workers_at_most`` (``cores`` over it, at most 2) is the most two
+    workers can reach over one on these cores: what this machine allows of the
+    two-worker goal.
     """
     raw = result["raw"]
     one = result["one_worker"]
@@ -1186,6 +1192,9 @@ def design_bound(result: dict[str, Any]) -> dict[str, float | None]:
     broker_cpu = one.get("broker_cpu_ms_per_record") or 0.0
     raw_broker = raw.get("broker_cpu_ms_per_record")
     beside_worker = relay_cpu + database_cpu + broker_cpu
+    # The worker's own CPU includes its in-process relay's.
+    one_busy = one["per_second"] * (one["worker_cpu_ms_per_record"] + database_cpu + broker_cpu)
+    one_busy /= 1000
     return {
         "cores": cores,
         "raw_cores_busy": (
@@ -1197,6 +1206,8 @@ def design_bound(result: dict[str, Any]) -> dict[str, float | None]:
         "beside_worker_cpu_ms_per_record": round(beside_worker, 4),
         "of_raw_on_these_cores": round(1000 * cores / beside_worker / rate, 2),
         "of_raw_by_worker_cpu": round(1000 / one["worker_cpu_ms_per_record"] / rate, 2),
+        "one_worker_cores_busy": round(one_busy, 2),
+        "two_workers_at_most": round(min(2.0, cores / one_busy), 2),
     }
 
 
@@ -1272,11 +1283,18 @@ def table(result: dict[str, Any]) -> str:
         )
     if "two_workers" in result:
         two = result["two_workers"]["per_second"]
+        allowed = ""
+        if "design_bound" in result:
+            bound = result["design_bound"]
+            allowed = (
+                f" (these {bound['cores']} cores allow {bound['two_workers_at_most']:.2f} x:"
+                f" one worker's run kept {bound['one_worker_cores_busy']} busy)"
+            )
         rows.append(
             (
                 "pipeline, two workers",
                 f"{two:,} records/s",
-                f"{two / raw:.2f} of raw, {two / one['per_second']:.2f} x one worker",
+                f"{two / raw:.2f} of raw, {two / one['per_second']:.2f} x one worker{allowed}",
             )
         )
     rec = one["recompute"]

@@ -65,6 +65,18 @@ def measure(bench: Bench, workers: int, repo: Path, top: int) -> dict[str, Any]:
         "worker_cpu_ms_per_record": run["worker_cpu_ms_per_record"],
         "database_cpu_ms_per_record": run["database_cpu_ms_per_record"],
         "statements_us_per_record": round(1000 * total / records, 1),
+        # Cores the run kept busy (workers with their relays, PostgreSQL, the broker):
+        # a run of N workers over one of 1 is at most the cores over one's figure.
+        "cores_busy": round(
+            run["per_second"]
+            * (
+                run["worker_cpu_ms_per_record"]
+                + run["database_cpu_ms_per_record"]
+                + (run["broker_cpu_ms_per_record"] or 0.0)
+            )
+            / 1000,
+            2,
+        ),
         "worker_rss_mb": run["worker_rss_mb"],
         "worker_peak_rss_mb": run["worker_peak_rss_mb"],
         "worker_rss_mb_by_quarter": run["worker_rss_mb_by_quarter"],
@@ -124,7 +136,8 @@ def main() -> None:
             print(
                 f"\n{workers} worker(s) from {repo}: {result['per_second']:,} records/s,"
                 f" worker {result['worker_cpu_ms_per_record']} ms and PostgreSQL"
-                f" {result['database_cpu_ms_per_record']} ms of CPU a record;"
+                f" {result['database_cpu_ms_per_record']} ms of CPU a record"
+                f" ({result['cores_busy']} cores busy);"
                 f" worker RSS {result['worker_rss_mb']} MiB (peak"
                 f" {result['worker_peak_rss_mb']}; by quarter of the records"
                 f" {', '.join(str(mb) for mb in result['worker_rss_mb_by_quarter'])});"
