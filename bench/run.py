@@ -1158,6 +1158,17 @@ def bench_attestation_service(
 # --------------------------------------------------------------------------------------
 
 
+def cores_busy(run: dict[str, Any]) -> float:
+    """Cores a pipeline run kept busy, from its rate and CPU per record: the workers (their
+    in-process relays included), PostgreSQL and the broker."""
+    per_record = (
+        run["worker_cpu_ms_per_record"]
+        + run["database_cpu_ms_per_record"]
+        + (run.get("broker_cpu_ms_per_record") or 0.0)
+    )
+    return float(run["per_second"] * per_record / 1000)
+
+
 def design_bound(result: dict[str, Any]) -> dict[str, float | None]:
     """The most of the raw rate one worker could reach, by two bounds from this run's CPU
     figures that no worker however fast gets past.
@@ -1192,9 +1203,7 @@ def design_bound(result: dict[str, Any]) -> dict[str, float | None]:
     broker_cpu = one.get("broker_cpu_ms_per_record") or 0.0
     raw_broker = raw.get("broker_cpu_ms_per_record")
     beside_worker = relay_cpu + database_cpu + broker_cpu
-    # The worker's own CPU includes its in-process relay's.
-    one_busy = one["per_second"] * (one["worker_cpu_ms_per_record"] + database_cpu + broker_cpu)
-    one_busy /= 1000
+    one_busy = cores_busy(one)
     return {
         "cores": cores,
         "raw_cores_busy": (

@@ -30,7 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import asyncpg
-from run import REPO, Bench, bench_pipeline, default_shared_buffers
+from run import REPO, Bench, bench_pipeline, cores_busy, default_shared_buffers
 
 from producers.simulator import generate
 
@@ -67,16 +67,7 @@ def measure(bench: Bench, workers: int, repo: Path, top: int) -> dict[str, Any]:
         "statements_us_per_record": round(1000 * total / records, 1),
         # Cores the run kept busy (workers with their relays, PostgreSQL, the broker):
         # a run of N workers over one of 1 is at most the cores over one's figure.
-        "cores_busy": round(
-            run["per_second"]
-            * (
-                run["worker_cpu_ms_per_record"]
-                + run["database_cpu_ms_per_record"]
-                + (run["broker_cpu_ms_per_record"] or 0.0)
-            )
-            / 1000,
-            2,
-        ),
+        "cores_busy": round(cores_busy(run), 2),
         "worker_rss_mb": run["worker_rss_mb"],
         "worker_peak_rss_mb": run["worker_peak_rss_mb"],
         "worker_rss_mb_by_quarter": run["worker_rss_mb_by_quarter"],
