@@ -50,6 +50,8 @@ from aiokafka.errors import (
     RecordListTooLargeError,
     RecordTooLargeError,
 )
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from db import store
 from db.store import OutboxMessage
@@ -214,6 +216,11 @@ class _BatchResult:
     broker_refused: bool = False
 
 
+def _append(batch: BatchBuilder, row: asyncpg.Record) -> object:
+    """Add a row's record to a batch (stamped now, as a send is); None when it is full."""
+    return batch.append(timestamp=None, key=row["key"], value=row["value"])
+
+
 class OutboxRelay:
     """Moves outbox rows to Kafka until stopped."""
 
@@ -236,6 +243,9 @@ class OutboxRelay:
         self._waiting: str | None = None
         #: Whether the last batch left rows pending behind it (so no pause before the next).
         self._more = False
+        #: Places the keyed rows as Kafka's default partitioner does, keeping the hashes
+        #: of the last keys (an employer's answers, a balance on two topics).
+        self._partitioner = KeyHashPartitioner()
         self.published = 0
         self.failed = 0
 
@@ -299,7 +309,6 @@ class OutboxRelay:
                         linger_ms=5,
                         max_batch_size=256 * 1024,
                         max_request_size=MAX_REQUEST_BYTES,
-                        partitioner=KeyHashPartitioner(),
                     )
                     await producer.start()
                 drained += await self.drain(conn, producer)
@@ -441,55 +450,95 @@ class OutboxRelay:
     async def _publish(
         self, producer: AIOKafkaProducer, rows: Sequence[asyncpg.Record], *, alone: bool
     ) -> _BatchResult:
+        """Send the rows in record batches built here, one open batch per partition.
+
+        Each row goes into the open batch of its topic and partition, in outbox order; a
+        full batch is sent and the partition gets a new one, and the open batches are
+        sent at the end. ``producer.send`` for each row cost four times the CPU (8.6
+        against 2.2 µs a message, aiokafka's per-message future and lookups): the relay
+        was a tenth of a worker's time. The broker takes or refuses whole batches, as it
+        did the batches the producer made of single sends.
+        """
         result = _BatchResult()
-        pending: list[tuple[asyncpg.Record, asyncio.Future[Any]]] = []
-        for row in rows:
-            topic = self._settings.topic(row["topic"])
-            try:
-                if not _LEGAL_TOPIC.fullmatch(topic) or topic in (".", ".."):
-                    # The client would wait for metadata that never comes, then call the
-                    # topic unknown (transient) and stall the relay on this row forever.
-                    raise InvalidTopicError(f"{topic!r} is not a legal topic name")
-                future = await producer.send(
-                    topic,
-                    value=row["value"],
-                    key=row["key"],
-                    partition=await self._partition(producer, topic, row["partition"]),
-                )
-            except Exception as error:
-                if is_permanent(error):
-                    # Refused before it was queued (too large, illegal topic): this row
-                    # alone is at fault and the producer is unharmed.
-                    result.refused.append((row, error))
-                    continue
-                result.transient = error
-                break
-            pending.append((row, future))
-        outcomes = await asyncio.gather(*(f for _, f in pending), return_exceptions=True)
-        for (row, _), outcome in zip(pending, outcomes, strict=True):
+        open_batches: dict[tuple[str, int], tuple[BatchBuilder, list[asyncpg.Record]]] = {}
+        sent: list[tuple[list[asyncpg.Record], asyncio.Future[Any]]] = []
+        partitions: dict[str, list[int]] = {}
+
+        async def send(place: tuple[str, int]) -> None:
+            batch, members = open_batches.pop(place)
+            topic, partition = place
+            sent.append((members, await producer.send_batch(batch, topic, partition=partition)))
+
+        try:
+            for row in rows:
+                topic = self._settings.topic(row["topic"])
+                try:
+                    place = (topic, await self._partition(producer, topic, row, partitions))
+                except Exception as error:
+                    if is_permanent(error):
+                        # Refused before it was queued (too large, illegal topic): this
+                        # row alone is at fault and the producer is unharmed.
+                        result.refused.append((row, error))
+                        continue
+                    result.transient = error
+                    break
+                opened = open_batches.get(place)
+                if opened is not None and _append(opened[0], row) is None:
+                    await send(place)
+                    opened = None
+                if opened is None:
+                    opened = open_batches[place] = (producer.create_batch(), [])
+                    _append(opened[0], row)  # an empty batch takes any record
+                opened[1].append(row)
+            for place in list(open_batches):
+                await send(place)
+        except Exception as error:  # queueing a batch failed (closed, timed out)
+            result.transient = error
+        outcomes = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
+        for (members, _), outcome in zip(sent, outcomes, strict=True):
             if not isinstance(outcome, BaseException):
-                result.acknowledged.append(row["id"])
+                result.acknowledged.extend(row["id"] for row in members)
                 continue
             if is_permanent(outcome):
                 result.broker_refused = True
                 # The broker refuses whole record batches: only a row sent alone is
                 # known to be the one at fault.
                 if alone:
-                    result.refused.append((row, outcome))
+                    result.refused.extend((row, outcome) for row in members)
                 else:
-                    result.suspects.append(row["id"])
+                    result.suspects.extend(row["id"] for row in members)
             elif result.transient is None:
                 result.transient = outcome
         return result
 
-    @staticmethod
-    async def _partition(producer: AIOKafkaProducer, topic: str, wanted: int | None) -> int | None:
-        """The partition a row names, folded onto the topic's partitions (a topic given
-        fewer partitions than the worker was configured with must not stall the relay on
-        a row it cannot place); None for the rows placed by their key."""
-        if wanted is None:
-            return None
-        return wanted % len(await producer.partitions_for(topic))
+    async def _partition(
+        self,
+        producer: AIOKafkaProducer,
+        topic: str,
+        row: asyncpg.Record,
+        partitions: dict[str, list[int]],
+    ) -> int:
+        """Where a row goes: the partition it names, folded onto the topic's partitions (a
+        topic given fewer partitions than the worker was configured with must not stall
+        the relay on a row it cannot place), else its key's, as the default partitioner
+        places it. Raises what the producer would have raised before queueing it."""
+        if not _LEGAL_TOPIC.fullmatch(topic) or topic in (".", ".."):
+            # The client would wait for metadata that never comes, then call the topic
+            # unknown (transient) and stall the relay on this row forever.
+            raise InvalidTopicError(f"{topic!r} is not a legal topic name")
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(row["key"], row["value"], [])
+        if size > MAX_REQUEST_BYTES:
+            raise MessageSizeTooLargeError(
+                f"The message is {size} bytes when serialized which is larger than the "
+                f"maximum request size of {MAX_REQUEST_BYTES} bytes"
+            )
+        known = partitions.get(topic)
+        if known is None:
+            known = partitions[topic] = sorted(await producer.partitions_for(topic))
+        wanted: int | None = row["partition"]
+        if wanted is not None:
+            return known[wanted % len(known)]
+        return self._partitioner(row["key"], known, known)
 
     async def _record(self, conn: asyncpg.Connection, result: _BatchResult) -> None:
         """Mark what was acknowledged sent, and what was refused failed, in one go."""

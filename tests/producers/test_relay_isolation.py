@@ -240,6 +240,39 @@ async def test_a_row_naming_its_partition_is_published_there(settings: Settings)
     assert by_value == {0: 0, 1: 1, 3: 1, 9: by_key}
 
 
+async def test_rows_filling_several_batches_keep_each_keys_order(settings: Settings) -> None:
+    # The relay builds one record batch per partition and sends it when full (256 KiB):
+    # with values of 100 kB a partition's rows take several batches, and small rows of
+    # other keys and topics, and a row without a key, fall between them.
+    keys = [b"%011d" % n for n in range(5)]
+    messages: list[OutboxMessage] = []
+    for n in range(30):
+        key = keys[n % len(keys)]
+        value = padded(100_000) if n % 3 == 0 else small(n)
+        messages.append(OutboxMessage(ACKS, key, value))
+        if n % 4 == 0:
+            messages.append(OutboxMessage(REJECTED, key, small(1000 + n)))
+    messages.append(OutboxMessage(ACKS, None, small(99)))
+    await enqueue(settings.database_url, messages)
+    await relay_until_settled(settings, failed=0)
+
+    b = settings.kafka_bootstrap
+    acks = await collect(b, settings.topic(ACKS), count=31, settle=1.0)
+    rejected = await collect(b, settings.topic(REJECTED), count=8, settle=0.5)
+    for topic, published in ((ACKS, acks), (REJECTED, rejected)):
+        sent = [m for m in messages if m.topic == topic]
+        assert len(published) == len(sent)  # each once
+        for key in keys:
+            of_key = [m for m in published if m["key"] == key.decode()]
+            assert [m["value"] for m in of_key] == [
+                json.loads(m.value) for m in sent if m.key == key
+            ]
+            assert {m["partition"] for m in of_key} == {
+                partition_of_key(key_hash(key), settings.partitions)
+            }
+    assert [m["value"] for m in acks if m["key"] is None] == [{"n": 99}]
+
+
 async def test_an_unreachable_broker_fails_no_row(database_url: str) -> None:
     await migrate(database_url)
     settings = Settings(database_url=database_url, kafka_bootstrap="127.0.0.1:9")
