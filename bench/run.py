@@ -425,7 +425,8 @@ def bench_pipeline(
                         stderr=subprocess.STDOUT,
                     )
                 )
-        # BENCH_PY_SPY=prefix: where the workers' time goes, py-spy's collapsed stacks.
+        # BENCH_PY_SPY=prefix: where the workers' time goes, py-spy's collapsed stacks
+        # (BENCH_PY_SPY_RATE samples a second, 50 unless told: more for a short run).
         profile = os.environ.get("BENCH_PY_SPY")
         spies = [
             subprocess.Popen(
@@ -435,7 +436,7 @@ def bench_pipeline(
                     "--format",
                     "raw",
                     "--rate",
-                    "50",
+                    os.environ.get("BENCH_PY_SPY_RATE", "50"),
                     "--pid",
                     str(p.pid),
                     "-o",

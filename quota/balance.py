@@ -226,8 +226,9 @@ def _slots(
         if group.report is None:
             for p in group.periods:
                 if p.counts:
-                    jc = p.joint_commission
-                    slots.extend((t.seq, t.hours, key, p.period_id, jc) for t in p.tranches)
+                    # Most periods hold one tranche: a loop, not a generator per period.
+                    for t in p.tranches:
+                        slots.append((t.seq, t.hours, key, p.period_id, p.joint_commission))
             continue
         places, deducted[key] = dmfa_places(group.report, group.periods, rules)
         if not sectors:
@@ -265,9 +266,22 @@ def _neutralised(year: int, slots: Sequence[_Slot], rules: Iterable[Neutralisati
     return taken
 
 
-def _allocate(ledger: StudentLedger, year: int, rules: QuotaRules) -> _Allocation:
-    """Walk the year's queue once: reduced and ordinary hours per group and per period."""
+class _Queue(NamedTuple):
+    """The year's queue of a ledger: its groups, its places in acceptance order, the
+    hours each neutralisation rule takes of each place and the late hours deducted."""
+
+    groups: dict[tuple[str, int], _Group]
+    slots: list[_Slot]
+    neutralised: list[int] | None
+    deducted: dict[tuple[str, int], int]
+
+
+def _queue(ledger: StudentLedger, year: int, rules: QuotaRules) -> _Queue:
+    """The year's queue, in the order both the balance and one period's answer walk it."""
+    year_rules = [rule for rule in rules.neutralisations if rule.year == year]
+    sectors = any(rule.joint_commissions is not None for rule in year_rules)
     groups: dict[tuple[str, int], _Group] = {}
+    # Each employer's periods of the year: only a sector rule reads them.
     by_employer: dict[str, list[Period]] = defaultdict(list)
     for period in ledger.periods.values():
         if period.year != year:
@@ -275,28 +289,35 @@ def _allocate(ledger: StudentLedger, year: int, rules: QuotaRules) -> _Allocatio
         key = (period.employer, period.quarter)
         group = groups.get(key)
         if group is None:
-            group = groups[key] = _Group(period.employer, period.quarter, [], None)
-        group.periods.append(period)
-        by_employer[period.employer].append(period)
+            group = groups[key] = _Group(period.employer, period.quarter, [period], None)
+        else:
+            group.periods.append(period)
+        if sectors:
+            by_employer[period.employer].append(period)
     for (employer, report_year, quarter), report in ledger.wage_reports.items():
         if report_year != year:
             continue
-        group = groups.setdefault((employer, quarter), _Group(employer, quarter, [], None))
+        group = groups.get((employer, quarter))
+        if group is None:
+            group = groups[(employer, quarter)] = _Group(employer, quarter, [], None)
         group.report = report
-    for group in groups.values():
-        group.rank = group.compute_rank()
-
-    quota = rules.quota(year)
-    ordered = sorted(groups.values(), key=lambda g: (g.rank, g.employer, g.quarter))
 
     # One queue for the whole year: every tranche of the planned terms and every place
     # of the DmfA terms at its own rank.
     deducted: dict[tuple[str, int], int] = {}
-    year_rules = [rule for rule in rules.neutralisations if rule.year == year]
-    sectors = any(rule.joint_commissions is not None for rule in year_rules)
-    slots = _slots(ordered, by_employer, rules, deducted, sectors)
+    slots = _slots(groups.values(), by_employer, rules, deducted, sectors)
     neutralised = _neutralised(year, slots, year_rules) if year_rules else None
+    return _Queue(groups, slots, neutralised, deducted)
 
+
+def _allocate(ledger: StudentLedger, year: int, rules: QuotaRules) -> _Allocation:
+    """Walk the year's queue once: reduced and ordinary hours per group and per period."""
+    groups, slots, neutralised, deducted = _queue(ledger, year, rules)
+    for group in groups.values():
+        group.rank = group.compute_rank()
+    ordered = sorted(groups.values(), key=lambda g: (g.rank, g.employer, g.quarter))
+
+    quota = rules.quota(year)
     room = quota
     hours_by: dict[tuple[str, int], int] = defaultdict(int)
     neutralised_by: dict[tuple[str, int] | str, int] = defaultdict(int)
@@ -359,18 +380,37 @@ class PeriodAllocation:
 
 
 def allocate_period(ledger: StudentLedger, period: Period, rules: QuotaRules) -> PeriodAllocation:
-    """The reduced and ordinary hours of one period, without building the whole balance."""
-    allocation = _allocate(ledger, period.year, rules)
+    """The reduced and ordinary hours of one period, without building the whole balance.
+
+    Every declaration's answer needs this, so it walks the queue for the one period
+    only: no terms, no ranks of groups, and no walk at all for a period whose hours do
+    not count (a DmfA replaced them, or it is late or cancelled).
+    """
+    quota = rules.quota(period.year)
     report = ledger.wage_reports.get((period.employer, period.year, period.quarter))
-    counted = report is None and period.counts
-    if not counted:
-        return PeriodAllocation(allocation.quota, False, 0, 0)
-    return PeriodAllocation(
-        allocation.quota,
-        True,
-        allocation.reduced_by.get(period.period_id, 0),
-        allocation.ordinary_by.get(period.period_id, 0),
-    )
+    if report is not None or not period.counts:
+        return PeriodAllocation(quota, False, 0, 0)
+    _groups, slots, neutralised, _deducted = _queue(ledger, period.year, rules)
+    target = period.period_id
+    room = quota
+    reduced_hours = ordinary_hours = 0
+    for index, (_seq, hours, _key, period_id, _jc) in enumerate(slots):
+        if neutralised:
+            hours -= neutralised[index]
+        reduced = hours if hours <= room else room
+        room -= reduced
+        if period_id == target:
+            reduced_hours += reduced
+            ordinary_hours += hours - reduced
+    return PeriodAllocation(quota, True, reduced_hours, ordinary_hours)
+
+
+def remaining_hours(ledger: StudentLedger, year: int, rules: QuotaRules) -> int:
+    """The hours left in ``year``'s quota (:attr:`Balance.remaining`), from the queue
+    alone: the used hours are its places' hours less what neutralisation takes."""
+    _groups, slots, neutralised, _deducted = _queue(ledger, year, rules)
+    used = sum(slot[1] for slot in slots) - (sum(neutralised) if neutralised else 0)
+    return max(0, rules.quota(year) - used)
 
 
 def _term(group: _Group, allocation: _Allocation) -> BalanceTerm:

@@ -14,10 +14,10 @@ from datetime import date
 from quota.balance import (
     PeriodAllocation,
     allocate_period,
-    compute_balance,
     declared_tranches,
     derived_dmfa_tranches,
     dmfa_places,
+    remaining_hours,
 )
 from quota.calendar import same_quarter
 from quota.employment import add_months, spell_of
@@ -271,7 +271,7 @@ def _update(ledger: StudentLedger, cmd: UpdatePeriod, rules: QuotaRules) -> Deci
     if problem:
         return replace(problem, period_id=pid)
 
-    before_balance = compute_balance(ledger, period.year, rules)
+    left_before = remaining_hours(ledger, period.year, rules)
     before = allocate_period(ledger, period, rules)
     delta = hours - period.planned_hours
     if delta > 0:
@@ -281,7 +281,7 @@ def _update(ledger: StudentLedger, cmd: UpdatePeriod, rules: QuotaRules) -> Deci
     ledger.put_period(replace(period, end=cmd.end, tranches=tranches))
     changed = ledger.periods[pid]
     after = allocate_period(ledger, changed, rules)
-    decision = _answer_for_hours(changed, before, after, max(0, delta), before_balance.remaining)
+    decision = _answer_for_hours(changed, before, after, max(0, delta), left_before)
     return _with_spell_warning(ledger, changed, decision, rules)
 
 

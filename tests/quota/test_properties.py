@@ -13,7 +13,7 @@ import calendar
 import copy
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import date, datetime, time, timedelta
 from itertools import pairwise
 
@@ -39,6 +39,7 @@ from quota import (
     compute_balance,
     period_id_for,
 )
+from quota.balance import allocate_period, remaining_hours
 from quota.calendar import quarter_end, quarter_of, quarter_start
 from quota.ledger import shrink_tranches
 from tests.quota.builders import (
@@ -413,6 +414,35 @@ def _deducted(balance: Balance, employer: str, quarter: int) -> int:
         if (term.employer, term.quarter) == (employer, quarter):
             return term.late_deducted_hours
     return 0
+
+
+@settings(PROPERTY_SETTINGS, max_examples=300)
+@given(stream=streams(max_size=30))
+def test_one_periods_walk_and_the_remaining_hours_agree_with_the_whole_balance(
+    stream: Stream,
+) -> None:
+    """Answers walk the queue for one period (``allocate_period``) and an update reads
+    the hours left before it (``remaining_hours``), both without building the balance:
+    after every command, each period's figures and each year's hours left are the
+    balance's."""
+    ledgers: dict[str, StudentLedger] = {}
+    for ssin, command in stream:
+        ledger = ledgers.setdefault(ssin, StudentLedger(ssin))
+        apply(ledger, command, RULES)
+        for year in ledger.years():
+            balance = compute_balance(ledger, year, RULES)
+            assert remaining_hours(ledger, year, RULES) == balance.remaining
+            for period in ledger.periods.values():
+                if period.year != year:
+                    continue
+                share = balance.share_of(period.period_id)
+                assert share is not None
+                expected = (
+                    (balance.quota, True, share.reduced_hours, share.ordinary_hours)
+                    if share.counted
+                    else (balance.quota, False, 0, 0)
+                )
+                assert astuple(allocate_period(ledger, period, RULES)) == expected
 
 
 @settings(PROPERTY_SETTINGS, max_examples=300)
