@@ -1177,7 +1177,7 @@ def cores_busy(run: dict[str, Any]) -> float:
 
 
 def design_bound(result: dict[str, Any]) -> dict[str, float | None]:
-    """The most of the raw rate one worker could reach, by two bounds from this run's CPU
+    """The most of the raw rate one worker could reach, by three bounds from this run's CPU
     figures that no worker however fast gets past.
 
     * Its own CPU (``of_raw_by_worker_cpu``): a worker decides one batch after the other
@@ -1203,7 +1203,8 @@ def design_bound(result: dict[str, Any]) -> dict[str, float | None]:
     with its relay, PostgreSQL and the broker); every record of a second worker costs the
     same again, so ``two_workers_at_most`` (``cores`` over it, at most 2) is the most two
     workers can reach over one on these cores: what this machine allows of the
-    two-worker goal.
+    two-worker goal, as far as one worker's run tells (:func:`two_worker_bound` adds what
+    the two workers' own run tells).
     """
     raw = result["raw"]
     one = result["one_worker"]
@@ -1232,6 +1233,17 @@ def design_bound(result: dict[str, Any]) -> dict[str, float | None]:
         "one_worker_cores_busy": round(one_busy, 2),
         "two_workers_at_most": round(min(2.0, cores / one_busy), 2),
     }
+
+
+def two_worker_bound(result: dict[str, Any]) -> float:
+    """The most two workers could reach over one on these cores, by the two-worker run's
+    own CPU a record (workers, PostgreSQL, broker): the cores over it, as a ratio to one
+    worker's rate. Each of two workers' batches holds more records of each of its
+    students than one worker's does, so their CPU a record can be lower than one worker's,
+    and ``two_workers_at_most`` (from one worker's figures) lower than what they reach."""
+    one, two = result["one_worker"], result["two_workers"]
+    per_record = cores_busy(two) / two["per_second"] * 1000
+    return round(1000 * (os.cpu_count() or 1) / per_record / one["per_second"], 2)
 
 
 #: Seconds under which a two-worker run mostly measures the forming of its group.
@@ -1323,8 +1335,14 @@ def table(result: dict[str, Any]) -> str:
             bound = result["design_bound"]
             allowed = (
                 f" (these {bound['cores']} cores allow {bound['two_workers_at_most']:.2f} x:"
-                f" one worker's run kept {bound['one_worker_cores_busy']} busy)"
+                f" one worker's run kept {bound['one_worker_cores_busy']} busy"
             )
+            if "two_workers_at_most_by_their_cpu" in bound:
+                allowed += (
+                    f"; {bound['two_workers_at_most_by_their_cpu']:.2f} x by the two"
+                    " workers' own CPU a record"
+                )
+            allowed += ")"
         seconds = result["two_workers"]["seconds"]
         if seconds < SHORT_TWO_WORKER_RUN:
             # Forming the group (a rebalance, each member finishing its batch first) costs
@@ -1550,6 +1568,7 @@ def main() -> None:
         if not args.skip_two_workers:
             result["two_workers"] = bench_pipeline(bench, 2)
             print(f"two workers:  {result['two_workers']}", flush=True)
+            result["design_bound"]["two_workers_at_most_by_their_cpu"] = two_worker_bound(result)
         result["attestation_service"] = bench_attestation_service(
             bench, args.pdfs, args.pdf_processes, args.pdf_rate
         )
