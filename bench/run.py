@@ -1238,9 +1238,9 @@ def design_bound(result: dict[str, Any]) -> dict[str, float | None]:
 def two_worker_bound(result: dict[str, Any]) -> float:
     """The most two workers could reach over one on these cores, by the two-worker run's
     own CPU a record (workers, PostgreSQL, broker): the cores over it, as a ratio to one
-    worker's rate. Each of two workers' batches holds more records of each of its
-    students than one worker's does, so their CPU a record can be lower than one worker's,
-    and ``two_workers_at_most`` (from one worker's figures) lower than what they reach."""
+    worker's rate. In the runs measured the two workers spent less CPU a record than one
+    (why is not settled: not the batch's size, docs/ARCHITECTURE.md), so
+    ``two_workers_at_most`` (from one worker's figures) can be lower than what they reach."""
     one, two = result["one_worker"], result["two_workers"]
     per_record = cores_busy(two) / two["per_second"] * 1000
     return round(1000 * (os.cpu_count() or 1) / per_record / one["per_second"], 2)
