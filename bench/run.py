@@ -1165,15 +1165,19 @@ def bench_attestation_service(
 # --------------------------------------------------------------------------------------
 
 
-def cores_busy(run: dict[str, Any]) -> float:
-    """Cores a pipeline run kept busy, from its rate and CPU per record: the workers (their
-    in-process relays included), PostgreSQL and the broker."""
-    per_record = (
+def cpu_ms_per_record(run: dict[str, Any]) -> float:
+    """A pipeline run's CPU per record: the workers (their in-process relays included),
+    PostgreSQL and the broker."""
+    return float(
         run["worker_cpu_ms_per_record"]
         + run["database_cpu_ms_per_record"]
         + (run.get("broker_cpu_ms_per_record") or 0.0)
     )
-    return float(run["per_second"] * per_record / 1000)
+
+
+def cores_busy(run: dict[str, Any]) -> float:
+    """Cores a pipeline run kept busy, from its rate and CPU per record."""
+    return run["per_second"] * cpu_ms_per_record(run) / 1000
 
 
 def design_bound(result: dict[str, Any]) -> dict[str, float | None]:
@@ -1241,9 +1245,8 @@ def two_worker_bound(result: dict[str, Any]) -> float:
     worker's rate. In the runs measured the two workers spent less CPU a record than one
     (why is not settled: not the batch's size, docs/ARCHITECTURE.md), so
     ``two_workers_at_most`` (from one worker's figures) can be lower than what they reach."""
-    one, two = result["one_worker"], result["two_workers"]
-    per_record = cores_busy(two) / two["per_second"] * 1000
-    return round(1000 * (os.cpu_count() or 1) / per_record / one["per_second"], 2)
+    per_record = cpu_ms_per_record(result["two_workers"])
+    return round(1000 * (os.cpu_count() or 1) / per_record / result["one_worker"]["per_second"], 2)
 
 
 #: Seconds under which a two-worker run mostly measures the forming of its group.
