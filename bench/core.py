@@ -119,15 +119,27 @@ def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--students", type=int, default=3000)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--students", type=int, default=3000, help="students of the simulated year")
+    parser.add_argument(
+        "--seed", type=int, default=1, help="the simulator's seed (same seed, same records)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="fresh processes per checkout, alternated"
+    )
     parser.add_argument(
         "--other", type=Path, metavar="TREE", help="a second checkout, measured alternately"
     )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "core.json")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "bench" / "results" / "core.json",
+        help="where the figures are written as JSON",
+    )
     args = parser.parse_args()
     if args.child is not None:
         print(json.dumps(measure(args.child.resolve(), args.students, args.seed)))

@@ -1477,22 +1477,40 @@ def postgres_settings(args: argparse.Namespace) -> dict[str, str]:
     return {"shared_buffers": f"'{args.shared_buffers}'"}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--students", type=int, default=2000)
+def year_options(parser: argparse.ArgumentParser, students: int) -> None:
+    """The options of the simulated year a benchmark replays, the same in every command."""
+    parser.add_argument(
+        "--students", type=int, default=students, help="students of the simulated year"
+    )
     parser.add_argument(
         "--year", type=int, default=2025, help="a past year: brokers refuse future timestamps"
     )
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument(
+        "--seed", type=int, default=1, help="the simulator's seed (same seed, same records)"
+    )
+    parser.add_argument(
+        "--partitions", type=int, default=4, help="partitions of each declaration topic"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    year_options(parser, students=2000)
     parser.add_argument(
         "--pdfs", type=int, default=100, help="attestations rendered (in the burst, then steadily)"
     )
-    parser.add_argument("--pdf-processes", type=int, default=2)
+    parser.add_argument(
+        "--pdf-processes", type=int, default=2, help="processes of the attestation pool"
+    )
     parser.add_argument(
         "--pdf-rate", type=float, default=30.0, help="attestation requests per second (open loop)"
     )
-    parser.add_argument("--skip-two-workers", action="store_true")
+    parser.add_argument(
+        "--skip-two-workers", action="store_true", help="measure the pipeline with one worker only"
+    )
     parser.add_argument(
         "--interleave-students",
         action="store_true",
@@ -1530,7 +1548,12 @@ def main() -> None:
             "the memory, at most 4 GB; a server named by DATABASE_URL keeps its own)"
         ),
     )
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "run.json")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "bench" / "results" / "run.json",
+        help="where the figures are written as JSON",
+    )
     args = parser.parse_args()
     if args.rotation_students:
         rotation_only(args)

@@ -30,7 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import asyncpg
-from run import REPO, Bench, bench_pipeline, cores_busy, default_shared_buffers
+from run import REPO, Bench, bench_pipeline, cores_busy, default_shared_buffers, year_options
 
 from producers.simulator import generate
 
@@ -85,11 +85,11 @@ def measure(bench: Bench, workers: int, repo: Path, top: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--students", type=int, default=5000)
-    parser.add_argument("--year", type=int, default=2025)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--partitions", type=int, default=4)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    year_options(parser, students=5000)
     parser.add_argument(
         "--runs",
         nargs="+",
@@ -99,7 +99,12 @@ def main() -> None:
     )
     parser.add_argument("--other", type=Path, help="a second checkout, for the runs ending in o")
     parser.add_argument("--top", type=int, default=12, help="statements shown per run")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "statements.json")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "bench" / "results" / "statements.json",
+        help="where the figures are written as JSON",
+    )
     args = parser.parse_args()
     runs = [(int(run.rstrip("o")), run.endswith("o")) for run in args.runs]
     if any(other for _, other in runs) and args.other is None:

@@ -28,6 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from run import year_options  # noqa: E402
+
 from producers.simulator import generate, publish_records  # noqa: E402
 from quota import QuotaRules, StudentLedger, apply_batch  # noqa: E402
 from schemas.declarations import DimonaDeclaration, DmfaDeclaration  # noqa: E402
@@ -156,20 +158,25 @@ def bench_end_to_end(records: list, partitions: int, separate_relay: bool) -> di
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--students", type=int, default=5000)
-    parser.add_argument(
-        "--year", type=int, default=2025, help="a past year: brokers refuse future timestamps"
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--skip-end-to-end", action="store_true")
+    year_options(parser, students=5000)
+    parser.add_argument(
+        "--skip-end-to-end", action="store_true", help="measure the domain core alone"
+    )
     parser.add_argument(
         "--separate-relay",
         action="store_true",
         help="run the outbox relay as its own process (studentwork relay)",
     )
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "throughput.json")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "bench" / "results" / "throughput.json",
+        help="where the figures are written as JSON",
+    )
     args = parser.parse_args()
 
     records = list(generate(args.year, args.students, args.seed))
