@@ -123,6 +123,8 @@ def main() -> None:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    # Not run.year_options: importing run imports this checkout's packages, and a round
+    # of --other must import the other checkout's.
     parser.add_argument("--students", type=int, default=3000, help="students of the simulated year")
     parser.add_argument(
         "--seed", type=int, default=1, help="the simulator's seed (same seed, same records)"

@@ -1493,6 +1493,16 @@ def year_options(parser: argparse.ArgumentParser, students: int) -> None:
     )
 
 
+def results_option(parser: argparse.ArgumentParser, name: str) -> None:
+    """``--out``: where a benchmark writes its figures as JSON (``bench/results/<name>``)."""
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "bench" / "results" / name,
+        help="where the figures are written as JSON",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -1548,12 +1558,7 @@ def main() -> None:
             "the memory, at most 4 GB; a server named by DATABASE_URL keeps its own)"
         ),
     )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=REPO / "bench" / "results" / "run.json",
-        help="where the figures are written as JSON",
-    )
+    results_option(parser, "run.json")
     args = parser.parse_args()
     if args.rotation_students:
         rotation_only(args)

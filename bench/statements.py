@@ -30,7 +30,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import asyncpg
-from run import REPO, Bench, bench_pipeline, cores_busy, default_shared_buffers, year_options
+from run import (
+    REPO,
+    Bench,
+    bench_pipeline,
+    cores_busy,
+    default_shared_buffers,
+    results_option,
+    year_options,
+)
 
 from producers.simulator import generate
 
@@ -99,12 +107,7 @@ def main() -> None:
     )
     parser.add_argument("--other", type=Path, help="a second checkout, for the runs ending in o")
     parser.add_argument("--top", type=int, default=12, help="statements shown per run")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=REPO / "bench" / "results" / "statements.json",
-        help="where the figures are written as JSON",
-    )
+    results_option(parser, "statements.json")
     args = parser.parse_args()
     runs = [(int(run.rstrip("o")), run.endswith("o")) for run in args.runs]
     if any(other for _, other in runs) and args.other is None:

@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from run import year_options  # noqa: E402
+from run import results_option, year_options  # noqa: E402
 
 from producers.simulator import generate, publish_records  # noqa: E402
 from quota import QuotaRules, StudentLedger, apply_batch  # noqa: E402
@@ -171,12 +171,7 @@ def main() -> None:
         action="store_true",
         help="run the outbox relay as its own process (studentwork relay)",
     )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=REPO / "bench" / "results" / "throughput.json",
-        help="where the figures are written as JSON",
-    )
+    results_option(parser, "throughput.json")
     args = parser.parse_args()
 
     records = list(generate(args.year, args.students, args.seed))
